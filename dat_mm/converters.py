@@ -1,0 +1,194 @@
+"""Conversion of the authors' published checkpoints to dat_mm's layout, as pure functions.
+
+Published layout (DAT / DAT++ ImageNet checkpoints under ``model``; the mmdet 2 / mmseg 0.x
+ones under ``state_dict`` with a ``backbone.`` prefix) -> dat_mm:
+
+=====================================================  ===================================
+published                                               dat_mm
+=====================================================  ===================================
+``patch_proj.{n}``                                       ``stem.{n}``
+``stages.{i}.layer_norms.{2j}`` / ``{2j+1}``              ``stages.{i}.blocks.{j}.norm1`` / ``norm2``
+``stages.{i}.local_perception_units.{j}``                ``stages.{i}.blocks.{j}.lpu``
+``stages.{i}.attns.{j}``                                 ``stages.{i}.blocks.{j}.attn``
+``stages.{i}.mlps.{j}``                                  ``stages.{i}.blocks.{j}.mlp``
+``down_projs.{i}``                                       ``downsamples.{i}``
+``norms.{i}`` (det/seg)                                  ``norms.{i}``
+``cls_norm``                                             ``norms.3`` (the last stage)
+``cls_head``                                             ``head.fc`` (mmpretrain LinearClsHead)
+=====================================================  ===================================
+
+The published LayerNorm wrappers add a ``.norm`` level (``*.norm.weight``) that dat_mm does
+not have. The v1 buffers ``relative_position_index`` and ``attn_mask`` are recomputed by
+dat_mm and dropped after a shape check. Any other key is an error that lists it.
+"""
+import re
+from collections import OrderedDict
+from typing import Dict, Iterable, List, Tuple
+
+import torch
+
+NUM_STAGES = 4
+RECOMPUTED_BUFFERS = ('relative_position_index', 'attn_mask')
+# Non-backbone parts of the published mmdet 2 / mmseg 0.x models keep their names in
+# mmdet 3 / mmseg 1.
+DENSE_HEAD_PREFIXES = ('neck.', 'rpn_head.', 'roi_head.', 'bbox_head.', 'mask_head.',
+                       'decode_head.', 'auxiliary_head.')
+
+_RULES = [
+    (re.compile(r'^patch_proj\.(\d+)\.(.*)$'), r'stem.\1.\2'),
+    (re.compile(r'^stages\.(\d+)\.local_perception_units\.(\d+)\.(.*)$'),
+     r'stages.\1.blocks.\2.lpu.\3'),
+    (re.compile(r'^stages\.(\d+)\.attns\.(\d+)\.(.*)$'), r'stages.\1.blocks.\2.attn.\3'),
+    (re.compile(r'^stages\.(\d+)\.mlps\.(\d+)\.(.*)$'), r'stages.\1.blocks.\2.mlp.\3'),
+    (re.compile(r'^down_projs\.(\d+)\.(.*)$'), r'downsamples.\1.\2'),
+    (re.compile(r'^norms\.(\d+)\.(.*)$'), r'norms.\1.\2'),
+    (re.compile(r'^cls_norm\.(.*)$'), rf'norms.{NUM_STAGES - 1}.\1'),
+]
+_LAYER_NORM = re.compile(r'^stages\.(\d+)\.layer_norms\.(\d+)\.(.*)$')
+_WRAPPED_NORM = re.compile(r'\.norm\.(weight|bias)$')
+
+
+def is_published_layout(keys: Iterable[str]) -> bool:
+    """True if backbone keys (without prefix) are in the authors' layout."""
+    return any(k.startswith(('patch_proj.', 'down_projs.', 'cls_norm.')) or
+               '.layer_norms.' in k or '.attns.' in k for k in keys)
+
+
+def _map_backbone_key(key: str):
+    m = _LAYER_NORM.match(key)
+    if m:
+        i, n, rest = m.groups()
+        new = f'stages.{i}.blocks.{int(n) // 2}.norm{int(n) % 2 + 1}.{rest}'
+    else:
+        for pattern, repl in _RULES:
+            if pattern.match(key):
+                new = pattern.sub(repl, key)
+                break
+        else:
+            return None
+    return _WRAPPED_NORM.sub(r'.\1', new)
+
+
+def convert_backbone_state_dict(state: Dict[str, torch.Tensor]
+                                ) -> Tuple['OrderedDict[str, torch.Tensor]', List[str]]:
+    """Published backbone keys (no prefix, no ``cls_head``) -> (dat_mm keys, unmapped keys)."""
+    out, unmapped = OrderedDict(), []
+    for key, value in state.items():
+        if key.rsplit('.', 1)[-1] in RECOMPUTED_BUFFERS:
+            continue
+        new = _map_backbone_key(key)
+        if new is None:
+            unmapped.append(key)
+        else:
+            out[new] = value
+    return out, unmapped
+
+
+def convert_published_checkpoint(ckpt: dict, backbone_only: bool = False) -> dict:
+    """A published checkpoint (as loaded) -> a dat_mm/OpenMMLab 2.0 state dict.
+
+    * ImageNet checkpoints (``model``): ``backbone.*`` + ``head.fc.*`` for the mmpretrain
+      classifier configs; with ``backbone_only`` the backbone alone without prefix (and without
+      the classifier's ``cls_norm``), for ``init_cfg`` of det/seg configs.
+    * mmdet 2 / mmseg 0.x checkpoints (``state_dict``): ``backbone.*`` converted, the neck and
+      heads kept as they are; with ``backbone_only`` the backbone alone without prefix.
+
+    Raises ``KeyError`` listing every key that has no place in dat_mm's layout.
+    """
+    if not isinstance(ckpt, dict):
+        raise TypeError(f'expected a checkpoint dict, got {type(ckpt).__name__}')
+    if 'model' in ckpt and isinstance(ckpt['model'], dict):
+        src, dense = ckpt['model'], False
+    elif 'state_dict' in ckpt and isinstance(ckpt['state_dict'], dict):
+        src, dense = ckpt['state_dict'], True
+    else:
+        raise KeyError(f"checkpoint has neither 'model' (ImageNet) nor 'state_dict' (det/seg); "
+                       f'top-level keys: {sorted(ckpt)[:20]}')
+    backbone, rest, unmapped = OrderedDict(), OrderedDict(), []
+    for key, value in src.items():
+        if dense:
+            if key.startswith('backbone.'):
+                backbone[key[len('backbone.'):]] = value
+            elif key.startswith(DENSE_HEAD_PREFIXES):
+                rest[key] = value
+            else:
+                unmapped.append(key)
+        elif key.startswith('cls_head.'):
+            rest['head.fc.' + key[len('cls_head.'):]] = value
+        else:
+            backbone[key] = value
+    if backbone_only and not dense:
+        backbone = OrderedDict((k, v) for k, v in backbone.items()
+                               if not k.startswith('cls_norm.'))
+    converted, bad = convert_backbone_state_dict(backbone)
+    unmapped += [('backbone.' if dense else '') + k for k in bad]
+    if not converted:
+        raise KeyError('checkpoint holds no DAT backbone weights')
+    if unmapped:
+        raise KeyError(f'{len(unmapped)} keys of the published checkpoint have no place in '
+                       f'dat_mm: {sorted(unmapped)}')
+    if backbone_only:
+        return converted
+    out = OrderedDict(('backbone.' + k, v) for k, v in converted.items())
+    out.update(rest)
+    return out
+
+
+def check_state_dict_fits(model: torch.nn.Module, state: Dict[str, torch.Tensor],
+                          allow_missing: Tuple[str, ...] = (),
+                          allow_unexpected: Tuple[str, ...] = ()) -> None:
+    """Raise ``KeyError``/``ValueError`` naming every key of ``state`` that does not fit
+    ``model`` (missing, unexpected, wrong shape), except the allowed prefixes."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.startswith(allow_missing)]
+    unexpected = [k for k in state if k not in own and not k.startswith(allow_unexpected)]
+    shapes = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+              for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f'missing keys {missing}')
+    if unexpected:
+        problems.append(f'unexpected keys {unexpected}')
+    if shapes:
+        problems.append(f'shape mismatches {shapes}')
+    if problems:
+        raise KeyError(f'checkpoint does not fit {type(model).__name__}: ' + '; '.join(problems))
+
+
+def load_backbone_weights(backbone: torch.nn.Module, path: str, prefix: str = None,
+                          map_location='cpu') -> None:
+    """Load backbone weights in dat_mm's or the authors' layout into ``backbone``.
+
+    The state dict is taken from ``state_dict``, ``model`` or the file itself; ``prefix``
+    selects a sub-module's keys (``'backbone.'``; chosen automatically when every key has it).
+    Output norms (``norms.*``) may be absent (an ImageNet backbone under a det/seg model) or
+    extra (a det/seg backbone under a classifier); any other mismatch is an error.
+    """
+    from mmengine.logging import print_log
+    from mmengine.runner.checkpoint import CheckpointLoader
+    ckpt = CheckpointLoader.load_checkpoint(path, map_location=map_location)
+    state = ckpt
+    for key in ('state_dict', 'model'):
+        if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
+            state = ckpt[key]
+            break
+    if not isinstance(state, dict) or not state:
+        raise TypeError(f'{path}: no state dict found')
+    if prefix is None and any(k.startswith('backbone.') for k in state):
+        prefix = 'backbone.'
+    if prefix:
+        prefix = prefix if prefix.endswith('.') else prefix + '.'
+        state = OrderedDict((k[len(prefix):], v) for k, v in state.items()
+                            if k.startswith(prefix))
+        if not state:
+            raise KeyError(f'{path}: no key starts with prefix {prefix!r}')
+    if is_published_layout(state):
+        state = convert_published_checkpoint({'model': state}, backbone_only=True)
+        print_log(f'DAT: converted the published checkpoint {path} on the fly',
+                  logger='current')
+    check_state_dict_fits(backbone, state, allow_missing=('norms.',),
+                          allow_unexpected=('norms.',))
+    own = backbone.state_dict()
+    backbone.load_state_dict(OrderedDict((k, v) for k, v in state.items() if k in own),
+                             strict=False)
+    print_log(f'DAT: loaded backbone weights from {path}', logger='current')

@@ -1,0 +1,17 @@
+from .attention_backends import available_backends, choose_backend, register_backend
+from .block import DATBlock
+from .deformable_attn import DeformableAttention2d, deformable_rpe_bias, dmha_reference
+from .drop import DropPath, drop_path_schedule
+from .embed import (overlapped_downsample, overlapped_stem, patch_downsample, patch_stem)
+from .mlp import ConvFFN, TokenMLP
+from .neighborhood_attn import NeighborhoodAttention2d, na2d_reference
+from .norm import LayerNorm2d
+from .window_attn import WindowAttention2d
+
+__all__ = [
+    'available_backends', 'choose_backend', 'register_backend', 'DATBlock',
+    'DeformableAttention2d', 'deformable_rpe_bias', 'dmha_reference', 'DropPath',
+    'drop_path_schedule', 'overlapped_downsample', 'overlapped_stem', 'patch_downsample',
+    'patch_stem', 'ConvFFN', 'TokenMLP', 'NeighborhoodAttention2d', 'na2d_reference',
+    'LayerNorm2d', 'WindowAttention2d'
+]

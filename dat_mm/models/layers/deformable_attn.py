@@ -1,0 +1,202 @@
+"""Deformable multi-head attention (DMHA) with the deformable relative position bias.
+
+Per layer (heads ``h``, head dim ``c = C/h``, offset groups ``g``), from the spec:
+
+1. ``q = proj_q(x)`` viewed per group as ``(B*g, C/g, H, W)``;
+2. offsets ``conv_offset(q)``: DWConv(ks, stride s) -> LN -> GELU -> 1x1 conv to 2 channels
+   ``(y, x)`` on a ``Hk x Wk`` key grid;
+3. reference points on that grid in normalised ``[-1, 1]`` coordinates;
+4. ``pos = clamp(ref + offset, -1, 1)`` (DAT++, negative range factor) or the range-limited and
+   v1 variants;
+5. keys/values are ``proj_k``/``proj_v`` of ``x`` bilinearly sampled at ``pos``;
+6-8. ``softmax(q.k * c^-0.5 + bias) v`` with ``bias`` sampled bilinearly from ``rpe_table`` at
+   ``(q_coord - pos) / 2``; then ``proj_out``.
+
+The module owns the parameters (published names ``proj_{q,k,v,out}``, ``conv_offset``,
+``rpe_table``) and computes the sampling positions; the attention itself (logits, bias,
+softmax, weighted sum) is a function chosen by :mod:`attention_backends`, with
+``dmha_reference`` as the oracle.
+
+Coordinates. DAT++ (``version=2``) uses ``ref = (i + 0.5) / (Hk - 1) * 2 - 1`` and query
+coordinates ``i / (H - 1) * 2 - 1``; v1 uses ``(i + 0.5) / n * 2 - 1`` for both. The DAT++
+formulas divide by ``n - 1``; on an axis of length 1 (a 1-pixel-high stage-3 map, a stage-0 map
+under 8 pixels) they give inf/NaN in the authors' code. dat_mm puts the single point of such an
+axis at 0, the centre of ``[-1, 1]`` (with ``align_corners=True`` any coordinate samples that one
+pixel, so only the bias lookup depends on the choice), and a range-limited offset
+(``offset_range_factor >= 0``) on such an axis uses a range of ``factor`` instead of
+``factor / (n - 1)``. Every other size is computed exactly as published.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention_backends import dispatch, register_backend
+from .norm import LayerNorm2d
+
+
+def axis_coords(n: int, version: int, kind: str, dtype, device) -> torch.Tensor:
+    """Normalised coordinates of the ``n`` points of an axis.
+
+    ``kind='ref'``: key-grid reference points; ``kind='query'``: the query grid.
+    """
+    i = torch.arange(n, dtype=dtype, device=device)
+    if version == 1:
+        return (i + 0.5) / n * 2 - 1
+    if n == 1:
+        return torch.zeros(1, dtype=dtype, device=device)
+    if kind == 'ref':
+        return (i + 0.5) / (n - 1) * 2 - 1
+    return i / (n - 1) * 2 - 1
+
+
+def grid_coords(h: int, w: int, version: int, kind: str, dtype, device) -> torch.Tensor:
+    """``(h, w, 2)`` grid of normalised ``(y, x)`` coordinates."""
+    ys = axis_coords(h, version, kind, dtype, device)
+    xs = axis_coords(w, version, kind, dtype, device)
+    return torch.stack(torch.meshgrid(ys, xs, indexing='ij'), dim=-1)
+
+
+def deformable_rpe_bias(pos, q_coords, rpe_table):
+    """Deformable relative position bias, ``(B, heads, M, Ns)``.
+
+    Args:
+        pos: ``(B, g, Ns, 2)`` sampling positions, normalised ``(y, x)``.
+        q_coords: ``(M, 2)`` query coordinates, normalised ``(y, x)``.
+        rpe_table: ``(heads, Th, Tw)``; heads ``[j*h/g, (j+1)*h/g)`` belong to group ``j``.
+    """
+    B, g, Ns, _ = pos.shape
+    nh, th, tw = rpe_table.shape
+    M = q_coords.shape[0]
+    disp = (q_coords[None, None, :, None, :] - pos[:, :, None, :, :]) * 0.5  # (B, g, M, Ns, 2)
+    table = rpe_table.reshape(1, g, nh // g, th, tw).expand(B, -1, -1, -1, -1)
+    bias = F.grid_sample(table.reshape(B * g, nh // g, th, tw),
+                         disp.reshape(B * g, M, Ns, 2).flip(-1).to(table.dtype),
+                         mode='bilinear', align_corners=True)  # (B*g, h/g, M, Ns)
+    return bias.reshape(B, nh, M, Ns)
+
+
+def dmha_reference(q, k, v, pos, q_coords, rpe_table, scale: float, attn_drop: float = 0.0,
+                   training: bool = False, return_attn: bool = False):
+    """Deformable attention of all ``M`` queries against ``Ns`` sampled keys.
+
+    Args:
+        q: ``(B, heads, M, c)`` unscaled queries; k, v: ``(B, heads, Ns, c)``.
+        pos, q_coords, rpe_table: see :func:`deformable_rpe_bias` (``rpe_table`` may be None).
+    Returns:
+        ``(B, heads, M, c)`` (and the ``(B, heads, M, Ns)`` probabilities if asked).
+    """
+    logits = torch.matmul(q, k.transpose(-1, -2)) * scale
+    if rpe_table is not None:
+        logits = logits + deformable_rpe_bias(pos, q_coords, rpe_table).to(logits.dtype)
+    attn = logits.softmax(dim=-1)
+    attn_used = F.dropout(attn, attn_drop, training) if attn_drop > 0 else attn
+    out = torch.matmul(attn_used, v)
+    return (out, attn) if return_attn else out
+
+
+register_backend('deformable', 'reference', dmha_reference, priority=1000)
+
+
+class DeformableAttention2d(nn.Module):
+    """Deformable multi-head attention on NCHW maps.
+
+    Args:
+        dim: channels ``C``; num_heads: ``h``; groups: offset groups ``g`` (divides ``h``).
+        stride: key-grid stride ``s`` of the offset conv; offset_kernel: its kernel ``ks``.
+        offset_range_factor: ``< 0`` clamps positions to ``[-1, 1]`` (DAT++) / ``tanh`` (v1);
+            ``>= 0`` limits offsets to ``factor`` key-grid cells.
+        use_pe: learn the ``rpe_table`` bias. table_size: ``(Hq0, Wq0)``, the stage's feature
+            size at the model's ``img_size``; the table is ``(h, 2*Hq0-1, 2*Wq0-1)`` and, being
+            sampled in normalised coordinates, serves every input size unchanged.
+        version: 2 (DAT++) or 1 (DAT v1) coordinate formulas.
+    """
+
+    def __init__(self, dim: int, num_heads: int, groups: int, stride: int, offset_kernel: int,
+                 offset_range_factor: float = -1.0, use_pe: bool = True,
+                 table_size=(56, 56), version: int = 2, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0, backend: str = None):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'dim {dim} is not divisible by num_heads {num_heads}')
+        if groups < 1 or num_heads % groups:
+            raise ValueError(f'num_heads {num_heads} is not divisible by offset groups {groups}')
+        if version not in (1, 2):
+            raise ValueError(f'version must be 1 (DAT) or 2 (DAT++), got {version}')
+        self.num_heads, self.groups, self.version = num_heads, groups, version
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.stride, self.offset_kernel = stride, offset_kernel
+        self.offset_range_factor = offset_range_factor
+        self.attn_drop = attn_drop
+        self.backend = backend
+        gc = dim // groups
+        pad = 0 if offset_kernel == stride else offset_kernel // 2
+        self.conv_offset = nn.Sequential(
+            nn.Conv2d(gc, gc, offset_kernel, stride, pad, groups=gc),
+            LayerNorm2d(gc),
+            nn.GELU(),
+            nn.Conv2d(gc, 2, 1, bias=False),
+        )
+        self.proj_q = nn.Conv2d(dim, dim, 1)
+        self.proj_k = nn.Conv2d(dim, dim, 1)
+        self.proj_v = nn.Conv2d(dim, dim, 1)
+        self.proj_out = nn.Conv2d(dim, dim, 1)
+        self.proj_drop = nn.Dropout(proj_drop)
+        if use_pe:
+            th, tw = table_size
+            self.rpe_table = nn.Parameter(torch.zeros(num_heads, 2 * th - 1, 2 * tw - 1))
+            nn.init.trunc_normal_(self.rpe_table, std=0.01, a=-2.0, b=2.0)
+        else:
+            self.rpe_table = None
+        # Set by dat_mm's capture helpers; None costs nothing.
+        self._capture = None
+
+    def sampling_positions(self, q: torch.Tensor):
+        """Offsets -> (positions, reference points), both ``(B*g, Hk, Wk, 2)`` in ``(y, x)``."""
+        offset = self.conv_offset(q)
+        Hk, Wk = offset.shape[2:]
+        ref = grid_coords(Hk, Wk, self.version, 'ref', q.dtype, q.device)
+        factor = self.offset_range_factor
+        if factor > 0 or (factor == 0 and self.version == 2):
+            if self.version == 1:
+                rng = [1.0 / Hk, 1.0 / Wk]
+            else:
+                rng = [1.0 / max(Hk - 1, 1), 1.0 / max(Wk - 1, 1)]
+            rng = torch.tensor(rng, dtype=offset.dtype, device=offset.device).view(1, 2, 1, 1)
+            offset = offset.tanh() * rng * factor
+        pos = offset.permute(0, 2, 3, 1) + ref
+        if factor < 0:
+            pos = pos.clamp(-1.0, 1.0) if self.version == 2 else pos.tanh()
+        return pos, ref.expand_as(pos)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        g, nh, c = self.groups, self.num_heads, self.head_dim
+        q = self.proj_q(x)
+        pos, ref = self.sampling_positions(q.reshape(B * g, C // g, H, W))
+        Hk, Wk = pos.shape[1:3]
+        sampled = F.grid_sample(x.reshape(B * g, C // g, H, W), pos.flip(-1).to(x.dtype),
+                                mode='bilinear', align_corners=True)  # (B*g, C/g, Hk, Wk)
+        sampled = sampled.reshape(B, C, 1, Hk * Wk)
+        k = self.proj_k(sampled).reshape(B, nh, c, Hk * Wk).transpose(-1, -2)
+        v = self.proj_v(sampled).reshape(B, nh, c, Hk * Wk).transpose(-1, -2)
+        q = q.reshape(B, nh, c, H * W).transpose(-1, -2)
+        q_coords = grid_coords(H, W, self.version, 'query', pos.dtype, x.device).reshape(-1, 2)
+        pos = pos.reshape(B, g, Hk * Wk, 2)
+        args = (q, k, v, pos, q_coords, self.rpe_table, self.scale)
+        kwargs = dict(attn_drop=self.attn_drop, training=self.training)
+        if self._capture is not None:
+            out, attn = dmha_reference(*args, **kwargs, return_attn=True)
+            self._capture(self, dict(pos=pos.reshape(B, g, Hk, Wk, 2),
+                                     ref=ref.reshape(B, g, Hk, Wk, 2),
+                                     attn=attn.reshape(B, nh, H, W, Hk, Wk),
+                                     query_size=(H, W)))
+        else:
+            out = dispatch('deformable', self.backend, *args, **kwargs)
+        out = out.transpose(-1, -2).reshape(B, C, H, W)
+        return self.proj_drop(self.proj_out(out))
+
+    def extra_repr(self) -> str:
+        return (f'heads={self.num_heads}, groups={self.groups}, stride={self.stride}, '
+                f'offset_kernel={self.offset_kernel}, '
+                f'offset_range_factor={self.offset_range_factor}, version={self.version}')

@@ -1,0 +1,105 @@
+"""Swin-style window attention (DAT v1 ``L`` blocks) and shifted-window attention (``S``).
+
+Non-overlapping ``w x w`` windows, ``qkv`` projection, a learnable relative position bias table
+of ``(2w-1)^2`` entries per head indexed Swin's way, and for ``S`` a cyclic shift of
+``ceil(w/2)`` with Swin's ``-100`` mask between regions. Parameter names follow the published
+v1 checkpoints (``proj_qkv``, ``proj_out``, ``relative_position_bias_table``); the index table
+and the mask are recomputed, not stored (the converter drops the published buffers).
+
+Maps that are not multiples of the window are zero-padded at the bottom/right after the norm
+and cropped back, as mmdet's Swin does, so v1 runs at any input size; at the published training
+resolutions no padding happens and the result is exactly the authors'.
+"""
+import math
+from functools import lru_cache
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def relative_position_index(window: int) -> torch.Tensor:
+    """Swin's ``(w*w, w*w)`` index into the ``(2w-1)^2`` bias table."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window),
+                                        indexing='ij')).flatten(1)  # 2, w*w
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
+    return rel[..., 0] * (2 * window - 1) + rel[..., 1]
+
+
+@lru_cache(maxsize=64)
+def _shift_mask(height: int, width: int, window: int, shift: int) -> torch.Tensor:
+    img = torch.zeros(height, width)
+    slices = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+    cnt = 0
+    for hs in slices:
+        for ws in slices:
+            img[hs, ws] = cnt
+            cnt += 1
+    win = img.reshape(height // window, window, width // window, window)
+    win = win.permute(0, 2, 1, 3).reshape(-1, window * window)  # nW, w*w
+    mask = win[:, None, :] - win[:, :, None]
+    return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+
+
+def shifted_window_mask(height: int, width: int, window: int, shift: int, device, dtype):
+    """Swin's ``(nW, w*w, w*w)`` mask for a (padded) ``height x width`` map."""
+    return _shift_mask(height, width, window, shift).to(device=device, dtype=dtype)
+
+
+class WindowAttention2d(nn.Module):
+    """Window attention on NCHW maps; ``shift > 0`` makes it the shifted-window variant."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: int = 7, shift: int = 0,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'dim {dim} is not divisible by num_heads {num_heads}')
+        if not 0 <= shift < window_size:
+            raise ValueError(f'shift must be in [0, window_size), got {shift}')
+        self.num_heads, self.window_size, self.shift = num_heads, window_size, shift
+        self.scale = (dim // num_heads) ** -0.5
+        self.proj_qkv = nn.Linear(dim, dim * 3)
+        self.proj_out = nn.Linear(dim, dim)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.01, a=-2.0, b=2.0)
+        self.register_buffer('relative_position_index', relative_position_index(window_size),
+                             persistent=False)
+
+    @classmethod
+    def shifted(cls, dim: int, num_heads: int, window_size: int = 7, **kwargs):
+        return cls(dim, num_heads, window_size, shift=math.ceil(window_size / 2), **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H0, W0 = x.shape
+        w, nh = self.window_size, self.num_heads
+        ph, pw = -H0 % w, -W0 % w
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph))
+        H, W = x.shape[2:]
+        if self.shift:
+            x = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(2, 3))
+        # (B, C, H, W) -> (B*nW, w*w, C), windows in row-major order
+        win = x.reshape(B, C, H // w, w, W // w, w).permute(0, 2, 4, 3, 5, 1)
+        win = win.reshape(-1, w * w, C)
+        q, k, v = self.proj_qkv(win).reshape(-1, w * w, 3, nh, C // nh).permute(2, 0, 3, 1, 4)
+        attn = torch.matmul(q * self.scale, k.transpose(-1, -2))  # (B*nW, nh, N, N)
+        bias = self.relative_position_bias_table[self.relative_position_index.reshape(-1)]
+        attn = attn + bias.reshape(w * w, w * w, nh).permute(2, 0, 1).unsqueeze(0)
+        if self.shift:
+            mask = shifted_window_mask(H, W, w, self.shift, x.device, attn.dtype)
+            nw = mask.shape[0]
+            attn = (attn.reshape(B, nw, nh, w * w, w * w) + mask[None, :, None]).flatten(0, 1)
+        attn = self.attn_drop(attn.softmax(dim=-1))
+        out = torch.matmul(attn, v).transpose(1, 2).reshape(-1, w * w, C)
+        out = self.proj_drop(self.proj_out(out))
+        out = out.reshape(B, H // w, W // w, w, w, C).permute(0, 5, 1, 3, 2, 4)
+        out = out.reshape(B, C, H, W)
+        if self.shift:
+            out = torch.roll(out, shifts=(self.shift, self.shift), dims=(2, 3))
+        return out[:, :, :H0, :W0]
+
+    def extra_repr(self) -> str:
+        return f'heads={self.num_heads}, window_size={self.window_size}, shift={self.shift}'
