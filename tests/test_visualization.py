@@ -1,0 +1,275 @@
+"""Capture of deformable sampling positions / attention, drawing, and the visualisation tool."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dat_mm import DAT
+from dat_mm.models.layers import DeformableAttention2d
+from dat_mm.visualization import (capture_deformable, deformable_blocks, find_backbone,
+                                  to_image_pixels, to_map_pixels)
+from dat_mm.visualization.draw import draw_sampling_points, group_colors
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A small DAT++: every deformable setting of the published models (groups > 1, strides 4/2/1,
+# offset kernels 5/3, padding ks//2), at a fraction of the cost.
+SMALL_PP = dict(version=2, img_size=64, stages=[
+    dict(dim=16, depth=2, num_heads=2, blocks='ND', groups=2, stride=4, offset_kernel=5),
+    dict(dim=32, depth=2, num_heads=4, blocks='DN', groups=2, stride=2, offset_kernel=3),
+    dict(dim=32, depth=2, num_heads=4, blocks='DD', groups=4, stride=1, offset_kernel=3),
+])
+# DAT v1 semantics (range-limited offsets, (i + 0.5) / n coordinates, window blocks).
+SMALL_V1 = dict(version=1, img_size=56, window_size=7, stages=[
+    dict(dim=16, depth=2, num_heads=2, blocks='LS', use_pe=False),
+    dict(dim=32, depth=2, num_heads=4, blocks='LD', groups=2, stride=1, offset_kernel=3,
+         offset_range_factor=2),
+])
+ONLY_NA = dict(version=2, img_size=32, stages=[
+    dict(dim=16, depth=1, num_heads=2, blocks='N'),
+    dict(dim=32, depth=1, num_heads=2, blocks='N'),
+])
+
+
+def _small_pp(**kw):
+    torch.manual_seed(0)
+    return DAT(arch=SMALL_PP, out_indices=(0, 1, 2), **kw).eval()
+
+
+def _spec_ref(n: int, version: int) -> torch.Tensor:
+    """Reference points of one axis, written from the spec (not from dat_mm's helper)."""
+    i = torch.arange(n, dtype=torch.float64)
+    if version == 1:
+        return (i + 0.5) / n * 2 - 1
+    return (i + 0.5) / (n - 1) * 2 - 1
+
+
+def _conv_out(n: int, k: int, s: int) -> int:
+    p = 0 if k == s else k // 2
+    return (n + 2 * p - k) // s + 1
+
+
+def _run_with_offsets(model, x, blocks=None):
+    """Forward under capture, also grabbing each block's own conv_offset output."""
+    raw = {}
+    handles = []
+    for i, j in deformable_blocks(model):
+        conv = model.stages[i].blocks[j].attn.conv_offset
+        handles.append(conv.register_forward_hook(
+            lambda m, a, out, key=(i, j): raw.__setitem__(key, out.detach().double())))
+    try:
+        with torch.no_grad(), capture_deformable(model, blocks) as cap:
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return cap, raw
+
+
+# -- capture: positions ------------------------------------------------------------------------
+def test_positions_are_reference_plus_block_offsets_dat_pp():
+    model = _small_pp()
+    # Larger offsets so that the clamp to [-1, 1] of DAT++ is exercised.
+    for i, j in deformable_blocks(model):
+        model.stages[i].blocks[j].attn.conv_offset[-1].weight.data.mul_(30)
+    B, Hin, Win = 2, 52, 76  # odd sizes: maps 13x19, 7x10, 4x5
+    x = torch.randn(B, 3, Hin, Win)
+    cap, raw = _run_with_offsets(model, x)
+    assert [(r.stage, r.block) for r in cap] == [(0, 1), (1, 0), (2, 0), (2, 1)]
+    clamped = 0
+    maps = {0: (13, 19), 1: (7, 10), 2: (4, 5)}  # stride 4, 8, 16 with ceil (3x3 s2 p1 convs)
+    for rec in cap:
+        stage = SMALL_PP['stages'][rec.stage]
+        H, W = maps[rec.stage]
+        g, ks, s = stage['groups'], stage['offset_kernel'], stage['stride']
+        Hk, Wk = _conv_out(H, ks, s), _conv_out(W, ks, s)
+        assert rec.query_size == (H, W)
+        assert rec.pos.shape == rec.ref.shape == (B, g, Hk, Wk, 2)
+        assert rec.key_size == (Hk, Wk) and rec.groups == g
+        off = raw[rec.stage, rec.block]  # (B*g, 2, Hk, Wk), channel 0 = y
+        assert off.shape == (B * g, 2, Hk, Wk)
+        ref = torch.stack(torch.meshgrid(_spec_ref(Hk, 2), _spec_ref(Wk, 2), indexing='ij'), -1)
+        expect = (ref + off.permute(0, 2, 3, 1)).clamp(-1, 1).reshape(B, g, Hk, Wk, 2)
+        torch.testing.assert_close(rec.ref.double(), ref.expand(B, g, Hk, Wk, 2),
+                                   rtol=0, atol=1e-6)
+        torch.testing.assert_close(rec.pos.double(), expect, rtol=0, atol=1e-5)
+        clamped += int((expect.abs() == 1).sum())
+        # Groups differ: each has its own offsets.
+        assert not torch.allclose(rec.pos[:, 0], rec.pos[:, 1])
+    assert clamped > 0
+
+
+def test_positions_are_reference_plus_block_offsets_dat_v1():
+    torch.manual_seed(0)
+    model = DAT(arch=SMALL_V1, out_indices=(0, 1)).eval()
+    B = 1
+    cap, raw = _run_with_offsets(model, torch.randn(B, 3, 56, 56))
+    (rec,) = list(cap)
+    assert (rec.stage, rec.block) == (1, 1)
+    Hk = Wk = 7
+    off = raw[1, 1]
+    ref = torch.stack(torch.meshgrid(_spec_ref(Hk, 1), _spec_ref(Wk, 1), indexing='ij'), -1)
+    rng = torch.tensor([1 / Hk, 1 / Wk], dtype=torch.float64)
+    expect = ref + off.permute(0, 2, 3, 1).tanh() * rng * 2  # range factor 2, no clamp
+    torch.testing.assert_close(rec.pos.double(), expect.reshape(B, 2, Hk, Wk, 2),
+                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(rec.ref.double(), ref.expand(B, 2, Hk, Wk, 2), rtol=0,
+                               atol=1e-6)
+
+
+# -- capture: attention ------------------------------------------------------------------------
+def test_attention_is_a_distribution_and_reproduces_the_block_output():
+    model = _small_pp()
+    x = torch.randn(2, 3, 40, 56)
+    attn_mod = model.stages[1].blocks[0].attn
+    seen = {}
+    h1 = attn_mod.proj_v.register_forward_hook(lambda m, a, o: seen.__setitem__('v', o))
+    h2 = attn_mod.register_forward_hook(lambda m, a, o: seen.__setitem__('out', o))
+    try:
+        with torch.no_grad(), capture_deformable(model, [(1, 0), (2, -1)]) as cap:
+            feats = model(x)
+    finally:
+        h1.remove()
+        h2.remove()
+    with torch.no_grad():
+        plain = model(x)
+    for a, b in zip(feats, plain):  # capturing does not change what the model computes
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert [(r.stage, r.block) for r in cap] == [(1, 0), (2, 1)]
+    for rec in cap:
+        B, nh = 2, rec.num_heads
+        assert rec.attn.shape == (B, nh) + rec.query_size + rec.key_size
+        assert (rec.attn >= 0).all()
+        torch.testing.assert_close(rec.attn.sum(dim=(-2, -1)),
+                                   torch.ones(B, nh, *rec.query_size), rtol=0, atol=1e-5)
+        recv = rec.received_attention()
+        assert recv.shape == (B, rec.groups) + rec.key_size
+        torch.testing.assert_close(recv.sum(dim=(-2, -1)), torch.ones(B, rec.groups),
+                                   rtol=0, atol=1e-5)
+    # The captured weights are the ones the block used: attn @ v -> proj_out = block output.
+    rec = cap[1, 0]
+    B, nh, c = 2, attn_mod.num_heads, attn_mod.head_dim
+    H, W = rec.query_size
+    Ns = rec.key_size[0] * rec.key_size[1]
+    v = seen['v'].reshape(B, nh, c, Ns).transpose(-1, -2)
+    out = rec.attn.reshape(B, nh, H * W, Ns) @ v
+    out = attn_mod.proj_out(out.transpose(-1, -2).reshape(B, nh * c, H, W))
+    torch.testing.assert_close(out, seen['out'], rtol=1e-4, atol=1e-5)
+    # Per-group / per-query views.
+    q = rec.query_attention(2, 3)
+    hpg = rec.heads_per_group
+    torch.testing.assert_close(q[:, 1], rec.attn[:, hpg:2 * hpg, 2, 3].mean(1))
+    with pytest.raises(ValueError, match='outside'):
+        rec.query_attention(H, 0)
+
+
+def test_capture_restores_hooks_and_costs_nothing_outside():
+    model = _small_pp()
+    mods = [m for m in model.modules() if isinstance(m, DeformableAttention2d)]
+    assert all(m._capture is None for m in mods)
+    x = torch.randn(1, 3, 32, 32)
+    with pytest.raises(RuntimeError, match='boom'):
+        with capture_deformable(model):
+            assert all(m._capture is not None for m in mods)
+            raise RuntimeError('boom')
+    assert all(m._capture is None for m in mods)
+    # Nested captures both record; the inner one restores the outer hook.
+    with torch.no_grad(), capture_deformable(model, 'last') as outer:
+        with capture_deformable(model, (2, 1), attention=False) as inner:
+            model(x)
+        assert model.stages[2].blocks[1].attn._capture is not None
+        model(x)
+    assert all(m._capture is None for m in mods)
+    assert len(inner) == 1 and inner[0].attn is None and len(outer) == 2
+    with pytest.raises(ValueError, match='attention=False'):
+        inner[0].received_attention()
+    with pytest.raises(KeyError, match='not chosen'):
+        inner[2, 0]
+
+
+def test_capture_finds_the_backbone_inside_a_model():
+    class Detector(nn.Module):  # the shape of an mmdet/mmseg/mmpretrain model
+        def __init__(self):
+            super().__init__()
+            self.backbone = _small_pp()
+            self.neck = nn.Conv2d(32, 8, 1)
+
+        def forward(self, x):
+            return self.neck(self.backbone(x)[-1])
+
+    class Wrapper(nn.Module):  # DDP-like
+        def __init__(self):
+            super().__init__()
+            self.module = Detector()
+
+    wrapped = Wrapper()
+    assert find_backbone(wrapped) is wrapped.module.backbone
+    with torch.no_grad(), capture_deformable(wrapped, [(0, 1)]) as cap:
+        wrapped.module(torch.randn(1, 3, 32, 32))
+    assert cap[0, 1].pos.shape == (1, 2, 2, 2, 2)
+
+
+# -- capture: clear errors ---------------------------------------------------------------------
+@pytest.mark.parametrize('blocks, match', [
+    ((4, 0), r'stage 4 is out of range: the backbone has 3 stages .*\(0, 1\), \(1, 0\)'),
+    ((0, 2), r'block 2 is out of range: stage 0 has 2 blocks .*deformable blocks: \[1\]'),
+    ((0, 0), r'stage 0 block 0 is a neighborhood block, not a deformable one; '
+             r'deformable blocks of stage 0: \[1\]'),
+    ([(1, 1)], r'stage 1 block 1 is a neighborhood block'),
+    ([(0, 1), 'x'], r'\(stage, block\) integers'),
+    ('first', r"blocks must be None, 'all', 'last'"),
+])
+def test_bad_block_choice_is_a_clear_error(blocks, match):
+    model = _small_pp()
+    with pytest.raises(ValueError, match=match):
+        capture_deformable(model, blocks)
+
+
+def test_no_deformable_blocks_is_a_clear_error():
+    with pytest.raises(ValueError, match='has no deformable blocks.*stage 0: neighborhood'):
+        capture_deformable(DAT(arch=ONLY_NA, out_indices=(0, 1)))
+    with pytest.raises(ValueError, match='holds no DAT backbone'):
+        capture_deformable(nn.Sequential(nn.Conv2d(3, 3, 1)))
+    short = DAT(arch=SMALL_PP, out_indices=(0,))
+    with pytest.raises(ValueError, match='stage 2 never runs.*out_indices=\\(0,\\)'):
+        capture_deformable(short, (2, 0))
+    assert capture_deformable(short).blocks == [(0, 1)]
+
+
+# -- coordinates -------------------------------------------------------------------------------
+def test_normalised_positions_to_pixels():
+    pos = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0]])  # (y, x)
+    torch.testing.assert_close(to_map_pixels(pos, (5, 9)),
+                               torch.tensor([[0.0, 0.0], [4.0, 8.0], [2.0, 4.0]]))
+    # A 5x9 map spread over a 40x72 input (stride 8): pixel i centred at (i + 0.5) * 8.
+    torch.testing.assert_close(to_image_pixels(pos, (5, 9), (40, 72)),
+                               torch.tensor([[4.0, 4.0], [36.0, 68.0], [20.0, 36.0]]))
+    # A 1-pixel axis: every coordinate is that pixel.
+    torch.testing.assert_close(to_image_pixels(torch.tensor([[0.3, -1.0]]), (1, 4), (32, 128)),
+                               torch.tensor([[16.0, 16.0]]))
+
+
+# -- drawing -----------------------------------------------------------------------------------
+def test_draw_sampling_points_marks_points_in_group_colours():
+    img = np.full((60, 90, 3), 128, np.uint8)
+    points = np.array([[[20.5, 30.5], [70.5, 10.5]], [[45.5, 45.5], [5.5, 55.5]]])
+    weights = np.array([[1.0, 0.0], [0.5, 0.25]])
+    out = draw_sampling_points(img, points, weights, query=(80, 50), caption=[],
+                               legend=False, dim=0.0, radius=(1.0, 6.0))
+    assert out.size == (90, 60) and out.mode == 'RGB'
+    arr = np.asarray(out).astype(int)
+    c0, c1 = group_colors(2)
+    # The centre of a point is a blend of its group colour over the grey image.
+    for (x, y), col in (((20, 30), c0), ((45, 45), c1)):
+        px = arr[y, x]
+        expect = np.array(col) * 190 / 255 + 128 * (1 - 190 / 255)
+        assert np.abs(px - expect).max() < 12, (px, expect)
+    assert (arr[2, 2] == 128).all()  # untouched background
+    with pytest.raises(ValueError, match='weights must be'):
+        draw_sampling_points(img, points, weights[:1])
