@@ -5,6 +5,7 @@
 mmpretrain registries (its children) all resolve ``type='DAT'``. Only torch and mmengine are
 needed to import it.
 """
+from . import checkpoint  # noqa: F401  (safe loader for Runner checkpoints, see its doc)
 from .models import ARCH_ZOO, DAT, resolve_arch
 
 __version__ = '0.1.0'
