@@ -1,32 +1,52 @@
 #!/usr/bin/env bash
-# Build mmcv 2.1.0 with its compiled ops (mmcv._ext) into a wheel in $1 (the wheel cache).
+# Build mmcv 2.1.0 with its compiled ops (mmcv._ext) into a wheel in WHEEL_DIR (the cache).
 #
 # Why a script of its own:
 #  * mmcv must be built against the torch that is installed, so it needs
 #    --no-build-isolation (an isolated build has no torch, silently drops the ops, and pip then
 #    caches that broken wheel);
-#  * torch 2.14's headers need C++20 but mmcv 2.1.0's setup.py hard-codes -std=c++17.
-# Usage: build_mmcv.sh WHEEL_DIR PYTHON
+#  * torch 2.14's headers need C++20 but mmcv 2.1.0's setup.py hard-codes -std=c++17;
+#  * mmcv 2.1.0's setup.py imports pkg_resources: setuptools >=77,<81 (constraints.txt).
+# Usage: build_mmcv.sh WHEEL_DIR PYTHON [CONSTRAINTS]
+#   MMCV_CUDA=1  also build the CUDA ops (needs nvcc); default 0 = CPU ops only, with GPUs
+#                hidden from the build so the result does not depend on the machine.
+#   MAX_JOBS     parallel compile jobs (default: nproc).
+# Called by tools/install/setup_env.sh; run it by hand only to rebuild the cached wheel.
 set -euo pipefail
 wheel_dir=$1
 py=$2
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+constraints=${3:-$root/requirements/constraints.txt}
 version=2.1.0
 work=$(mktemp -d "${TMPDIR:-/tmp}/dat_mm_mmcv.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+start=$SECONDS
 
 "$py" -m pip download -q --no-deps --no-binary :all: --no-build-isolation \
-    "mmcv==$version" -d "$work"
+    -c "$constraints" "mmcv==$version" -d "$work"
 tar -xzf "$work/mmcv-$version.tar.gz" -C "$work"
 src="$work/mmcv-$version"
 grep -q "'-std=c++17'" "$src/setup.py" || { echo "build_mmcv: setup.py has no -std=c++17 flag to patch" >&2; exit 1; }
 sed -i "s/'-std=c++17'/'-std=c++20'/g" "$src/setup.py"
 
-# CPU build of the ops (FORCE_CUDA unset, no GPU here); ninja compiles on all cores.
-env -u FORCE_CUDA MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+if [[ ${MMCV_CUDA:-0} == 1 ]]; then
+    cuda_env=(FORCE_CUDA=1)
+else
+    # mmcv's setup.py builds CUDA ops whenever torch sees a GPU: hide it for a CPU build.
+    cuda_env=(-u FORCE_CUDA CUDA_VISIBLE_DEVICES=)
+fi
+env "${cuda_env[@]}" MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
     "$py" -m pip wheel -q --no-deps --no-build-isolation --no-cache-dir "$src" -w "$work/dist"
+
+# A wheel without the compiled ops is exactly the failure this script exists to prevent.
+for whl in "$work"/dist/mmcv-"$version"-*.whl; do
+    "$py" -m zipfile -l "$whl" | grep -q 'mmcv/_ext\.' \
+        || { echo "build_mmcv: $whl has no mmcv/_ext (ops were not compiled)" >&2; exit 1; }
+done
 mkdir -p "$wheel_dir"
 # Move into place atomically so an interrupted build never leaves a half-written wheel.
 for whl in "$work"/dist/mmcv-"$version"-*.whl; do
     cp "$whl" "$wheel_dir/.tmp.$(basename "$whl")"
     mv "$wheel_dir/.tmp.$(basename "$whl")" "$wheel_dir/$(basename "$whl")"
 done
+echo "build_mmcv: built mmcv $version with ops in $((SECONDS - start)) s -> $wheel_dir" >&2

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# One-shot, idempotent install of dat_mm and the OpenMMLab 2.0 stack into a virtualenv.
+#
+# Needs: Python >= 3.9 (3.11 tested) with venv + pip, a C++ compiler (g++ >= 10), network
+# access to a package index. Everything else is installed here.
+#
+#   bash tools/install/setup_env.sh
+#
+# Environment (all optional):
+#   DAT_MM_VENV     the virtualenv (default: <checkout>/.venv); every README command uses it
+#   DAT_MM_PYTHON   interpreter used to create it (default: python3.11, else python3)
+#   DAT_MM_CACHE    cache outside the checkout for the built mmcv wheel
+#                   (default: ${XDG_CACHE_HOME:-~/.cache}/dat_mm)
+#   DAT_MM_MMCV_CUDA=1  build mmcv's CUDA ops too (needs nvcc; default: CPU ops only)
+#   DAT_MM_FORCE=1  ignore the stamp and redo every step (pip skips what is already there)
+#
+# Every pip call uses -c requirements/constraints.txt, so no dependency can replace torch or
+# move numpy. mmcv is only ever installed from the wheel that tools/install/build_mmcv.sh
+# built (--only-binary mmcv --find-links <cache>): pip never builds it from the sdist itself
+# (an isolated build silently has no ops, and pip would cache that broken wheel).
+# A stamp in the venv (hash of the requirement files and these scripts) makes a second run
+# take seconds: it only re-runs tools/install/check_env.py.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+venv=${DAT_MM_VENV:-$root/.venv}
+cache=${DAT_MM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dat_mm}
+constraints=$root/requirements/constraints.txt
+stamp=$venv/.dat_mm_setup.stamp
+
+log() { printf '[setup_env] %s\n' "$*" >&2; }
+die() { printf '[setup_env] ERROR: %s\n' "$*" >&2; exit 1; }
+t0=$SECONDS
+
+# --- interpreter ------------------------------------------------------------------------
+if [[ -n ${DAT_MM_PYTHON:-} ]]; then
+    base_py=$DAT_MM_PYTHON
+elif command -v python3.11 >/dev/null 2>&1 && python3.11 -c '' >/dev/null 2>&1; then
+    base_py=python3.11
+else
+    base_py=python3
+fi
+
+# --- fast path: nothing changed since the last successful run ----------------------------
+fingerprint() {
+    {
+        cat "$root"/requirements/*.txt "$root/setup.py" "$root/pyproject.toml" \
+            "$root"/tools/install/setup_env.sh "$root"/tools/install/build_mmcv.sh \
+            "$root"/tools/install/check_env.py 2>/dev/null
+        echo "venv=$venv cuda=${DAT_MM_MMCV_CUDA:-0}"
+        "$venv/bin/python" -c 'import sys; print(sys.version)' 2>/dev/null || true
+    } | sha256sum | cut -d' ' -f1
+}
+py=$venv/bin/python
+if [[ -z ${DAT_MM_FORCE:-} && -x $py && -f $stamp && "$(cat "$stamp")" == "$(fingerprint)" ]]; then
+    log "environment $venv is up to date (stamp matches); checking it"
+    if "$py" "$root/tools/install/check_env.py"; then
+        log "ready in $((SECONDS - t0)) s: $venv"
+        exit 0
+    fi
+    log "check failed although the stamp matched: reinstalling"
+    rm -f "$stamp"
+fi
+
+# --- virtualenv ---------------------------------------------------------------------------
+"$base_py" -c 'import sys; assert sys.version_info >= (3, 9), sys.version' 2>/dev/null \
+    || die "$base_py is missing or older than Python 3.9 (set DAT_MM_PYTHON)"
+if [[ ! -x $py ]]; then
+    log "creating virtualenv $venv with $base_py"
+    "$base_py" -m venv "$venv" || die "could not create $venv (is the python venv module installed?)"
+fi
+command -v c++ >/dev/null 2>&1 || command -v g++ >/dev/null 2>&1 \
+    || die "no C++ compiler found (install g++): mmcv's ops are compiled from source"
+
+pipi() { "$py" -m pip install --disable-pip-version-check -c "$constraints" "$@"; }
+
+# --- build tools, torch, numpy (pinned in constraints.txt) ---------------------------------
+log "installing build tools, torch, torchvision, numpy"
+pipi -r "$root/requirements/build.txt" -r "$root/requirements/runtime.txt" torchvision
+
+# --- mmcv with ops: cached wheel or a fresh build ----------------------------------------
+read -r torch_ver py_tag < <("$py" -c 'import sys, torch; print(torch.__version__, "cp%d%d" % sys.version_info[:2])')
+variant=cpu
+[[ ${DAT_MM_MMCV_CUDA:-0} == 1 ]] && variant=cuda
+wheel_dir=$cache/wheels/torch-${torch_ver}-${py_tag}-${variant}
+if ! compgen -G "$wheel_dir/mmcv-2.1.0-*.whl" >/dev/null; then
+    log "no cached mmcv wheel in $wheel_dir: building mmcv 2.1.0 with ops (takes a while)"
+    MMCV_CUDA=$([[ $variant == cuda ]] && echo 1 || echo 0) \
+        bash "$root/tools/install/build_mmcv.sh" "$wheel_dir" "$py" "$constraints" \
+        || die "building mmcv failed (see the compiler output above)"
+else
+    log "reusing cached mmcv wheel from $wheel_dir"
+fi
+
+# --- the OpenMMLab stack, test tools, dat_mm itself --------------------------------------
+log "installing mmengine, mmcv (cached wheel), mmdet, mmsegmentation, mmpretrain, test tools"
+pipi --only-binary mmcv --find-links "$wheel_dir" \
+    -r "$root/requirements/runtime.txt" -r "$root/requirements/openmmlab.txt" \
+    -r "$root/requirements/tests.txt"
+log "installing dat_mm (editable)"
+pipi --no-deps --no-build-isolation -e "$root"
+
+# --- verify ------------------------------------------------------------------------------
+"$py" "$root/tools/install/check_env.py" \
+    || die "environment check failed (see above); nothing was stamped"
+fingerprint >"$stamp"
+log "done in $((SECONDS - t0)) s: $venv"
