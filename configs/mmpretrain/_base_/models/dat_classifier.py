@@ -1,0 +1,32 @@
+# The published DAT / DAT++ ImageNet classifier as an mmpretrain ImageClassifier:
+# DAT backbone -> LayerNorm on the last stage (the backbone's out norm, = published `cls_norm`)
+# -> global average pooling -> Linear(C3, 1000) (= published `cls_head`).
+custom_imports = dict(imports=['dat_mm'], allow_failed_imports=False)
+
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(
+        type='DAT',
+        arch='tiny++',  # set by each config
+        drop_path_rate=None,  # None: the preset's published ImageNet-1k value
+        out_indices=(3, ),
+        out_norm=True),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(
+        type='LinearClsHead',
+        num_classes=1000,
+        in_channels=512,  # C3 of the arch, set by each config
+        # The authors keep PyTorch's default init for every conv / linear (see DAT_SPEC.md);
+        # no mmpretrain re-initialisation of the head either.
+        init_cfg=None,
+        # timm's Mixup(label_smoothing=0.1) + SoftTargetCrossEntropy in the authors' code:
+        # smoothing the mixed label is the same as mixing smoothed labels.
+        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
+        cal_acc=False),
+    # mixup 0.8 / cutmix 1.0, one of the two per batch with probability 0.5 each
+    # (timm: prob 1.0, switch_prob 0.5, mode 'batch').
+    train_cfg=dict(augments=[
+        dict(type='Mixup', alpha=0.8),
+        dict(type='CutMix', alpha=1.0),
+    ]),
+)

@@ -1,0 +1,22 @@
+# DAT-B (v1, CVPR 2022) on ImageNet-1k at 224 (84.0 top-1, 87.9M params, 15.8G FLOPs).
+_base_ = [
+    './_base_/models/dat_classifier.py', './_base_/datasets/imagenet_dat_224.py',
+    './_base_/schedules/dat_in1k_300e.py', 'mmpretrain::_base_/default_runtime.py'
+]
+# Published weights (README at tag CVPR2022): dat_base_in1k_224.pth; convert with
+#   python tools/model_converters/dat_official_to_mm.py dat_base_in1k_224.pth \
+#       checkpoints/dat_b_in1k.pth --config configs/mmpretrain/dat_b_in1k.py
+published_checkpoint = 'checkpoints/dat_b_in1k.pth'
+
+model = dict(backbone=dict(arch='base', drop_path_rate=0.5), head=dict(in_channels=1024))
+# The v1 base yaml departs from the defaults: base lr 4e-4, 50 warm-up epochs, grad clip 1.0.
+# 128 per GPU x 8 GPUs, lr 4e-4 * 1024 / 512.
+train_dataloader = dict(batch_size=128)
+optim_wrapper = dict(optimizer=dict(lr=4e-4 * 1024 / 512), clip_grad=dict(max_norm=1.0))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=50,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min_ratio=1e-2, by_epoch=True, begin=50, end=300,
+         convert_to_iter_based=True),
+]
+auto_scale_lr = dict(base_batch_size=1024)

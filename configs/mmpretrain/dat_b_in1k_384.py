@@ -1,0 +1,34 @@
+# DAT-B (v1, CVPR 2022) fine-tuned on ImageNet-1k at 384 (84.8 top-1, 88.2M params, 49.8G
+# FLOPs). The 'base-384' preset has 12 x 12 windows and tables built for 384.
+_base_ = [
+    './_base_/models/dat_classifier.py', './_base_/datasets/imagenet_dat_384.py',
+    './_base_/schedules/dat_in1k_384_30e.py', 'mmpretrain::_base_/default_runtime.py'
+]
+# Published weights (README at tag CVPR2022): dat_base_in1k_384.pth; convert with
+#   python tools/model_converters/dat_official_to_mm.py dat_base_in1k_384.pth \
+#       checkpoints/dat_b_in1k_384.pth --config configs/mmpretrain/dat_b_in1k_384.py
+published_checkpoint = 'checkpoints/dat_b_in1k_384.pth'
+# The authors fine-tuned from the 224 model with its position tables resized (bicubic) to
+# 384; dat_mm does not resize tables on load, so no init from the 224 checkpoint is set here.
+
+model = dict(backbone=dict(arch='base-384', drop_path_rate=0.5), head=dict(in_channels=1024))
+
+# v1 evaluates with the default crop: a 438 x 438 square resize (int(256 / 224 * 384)), then a
+# centre crop of 384.
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(438, 438), backend='pillow', interpolation='bicubic'),
+    dict(type='CenterCrop', crop_size=384),
+    dict(type='PackInputs'),
+]
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+# v1 384 yaml: lr 2e-6 and min lr 1e-7 at 24 per GPU x 8 GPUs, both scaled by 192 / 512.
+train_dataloader = dict(batch_size=24)
+optim_wrapper = dict(optimizer=dict(lr=2e-6 * 192 / 512, weight_decay=1e-8))
+param_scheduler = [
+    dict(type='CosineAnnealingLR', eta_min_ratio=0.05, by_epoch=True, begin=0, end=30,
+         convert_to_iter_based=True),
+]
+auto_scale_lr = dict(base_batch_size=192)

@@ -1,0 +1,15 @@
+# DAT-S++ on ImageNet-1k at 224 (84.6 top-1, 53.1M params, 9.4G FLOPs).
+_base_ = [
+    './_base_/models/dat_classifier.py', './_base_/datasets/imagenet_dat_224.py',
+    './_base_/schedules/dat_in1k_300e.py', 'mmpretrain::_base_/default_runtime.py'
+]
+# Published weights: dat_pp_small_in1k_224.pth; convert with
+#   python tools/model_converters/dat_official_to_mm.py dat_pp_small_in1k_224.pth \
+#       checkpoints/dat_s_pp_in1k.pth --config configs/mmpretrain/dat_s_pp_in1k.py
+published_checkpoint = 'checkpoints/dat_s_pp_in1k.pth'
+
+model = dict(backbone=dict(arch='small++', drop_path_rate=0.4), head=dict(in_channels=768))
+# 128 per GPU x 8 GPUs, lr 5e-4 * 1024 / 512.
+train_dataloader = dict(batch_size=128)
+optim_wrapper = dict(optimizer=dict(lr=5e-4 * 1024 / 512))
+auto_scale_lr = dict(base_batch_size=1024)
