@@ -1,6 +1,7 @@
 """Runner checkpoints load again under torch >= 2.6 (weights_only default) through
 dat_mm.checkpoint, for runner.load_checkpoint, load_from + test and resume, while a checkpoint
 carrying an arbitrary pickled object is refused without running it."""
+import io
 import os
 import pickle
 import uuid
@@ -142,12 +143,11 @@ def test_load_from_then_test(trained):
 
 
 def test_resume_continues_from_saved_iteration(trained, tmp_path):
-    work_dir, weights = trained
+    work_dir, _ = trained
     # copy the run so that resume=True (which finds work_dir/last_checkpoint) sees iter_4
     for name in ('iter_2.pth', 'iter_4.pth'):
         (tmp_path / name).write_bytes((work_dir / name).read_bytes())
     (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_4.pth'))
-    ckpt = safe_load(str(tmp_path / 'iter_4.pth'))
     record = RecordIters()
     runner = make_runner(tmp_path, max_iters=6, seed=99, resume=True, custom_hooks=[record])
     runner.train()
@@ -158,7 +158,7 @@ def test_resume_continues_from_saved_iteration(trained, tmp_path):
 
 
 def test_resume_restores_optimizer_and_schedulers(trained):
-    work_dir, weights = trained
+    work_dir, _ = trained
     ckpt = safe_load(str(work_dir / 'iter_2.pth'))
     runner = make_runner(work_dir / 'resume2', seed=5, resume=True,
                          load_from=str(work_dir / 'iter_2.pth'))
@@ -250,7 +250,26 @@ def test_numpy1_global_names_accepted():
     data = pickle.dumps((arr, np.float64(2.5)), protocol=2)
     old = data.replace(b'numpy._core.multiarray', b'numpy.core.multiarray')
     assert old != data
-    import io
     got_arr, got_scalar = RestrictedUnpickler(io.BytesIO(old)).load()
     np.testing.assert_array_equal(got_arr, arr)
     assert got_scalar == 2.5 and isinstance(got_scalar, np.float64)
+    # and the same bytes with an unknown numpy function are refused
+    bad = data.replace(b'numpy._core.multiarray\n_reconstruct', b'numpy._core.multiarray\nfromfile')
+    assert bad != data
+    with pytest.raises(UnsafeCheckpointError, match="'numpy._core.multiarray.fromfile'"):
+        RestrictedUnpickler(io.BytesIO(bad)).load()
+
+
+def test_legacy_serialization_format(trained, tmp_path):
+    # torch's pre-1.6 (non-zip) format goes through pickle_module.load for its header too.
+    work_dir, weights = trained
+    ckpt = safe_load(str(work_dir / 'iter_4.pth'))
+    path = tmp_path / 'legacy.pth'
+    torch.save(ckpt, path, _use_new_zipfile_serialization=False)
+    again = safe_load(str(path))
+    assert all(torch.equal(again['state_dict'][k], v) for k, v in weights.items())
+    assert isinstance(again['message_hub']['log_scalars']['train/loss'], HistoryBuffer)
+    ckpt['meta']['extra'] = Custom()
+    torch.save(ckpt, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(UnsafeCheckpointError, match='Custom'):
+        safe_load(str(path))
