@@ -1,5 +1,6 @@
 """Capture of deformable sampling positions / attention, drawing, and the visualisation tool."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -273,3 +274,204 @@ def test_draw_sampling_points_marks_points_in_group_colours():
     assert (arr[2, 2] == 128).all()  # untouched background
     with pytest.raises(ValueError, match='weights must be'):
         draw_sampling_points(img, points, weights[:1])
+
+
+# -- the tool ----------------------------------------------------------------------------------
+CLS_CONFIG = """
+default_scope = 'mmpretrain'
+custom_imports = dict(imports=['dat_mm'], allow_failed_imports=False)
+model = dict(type='ImageClassifier', backbone=dict(type='DAT', arch={arch}, out_indices=({last},)),
+             neck=dict(type='GlobalAveragePooling'),
+             head=dict(type='LinearClsHead', num_classes=10, in_channels=32,
+                       loss=dict(type='CrossEntropyLoss')))
+data_preprocessor = dict(num_classes=10, mean=[123.675, 116.28, 103.53],
+                         std=[58.395, 57.12, 57.375], to_rgb=True)
+test_pipeline = [dict(type='LoadImageFromFile'),
+                 dict(type='ResizeEdge', scale=80, edge='short', backend='pillow',
+                      interpolation='bicubic'),
+                 dict(type='CenterCrop', crop_size=64),
+                 dict(type='PackInputs')]
+test_dataloader = dict(batch_size=1, dataset=dict(type='CustomDataset', data_root='',
+                                                  pipeline=test_pipeline))
+"""
+DET_CONFIG = """
+_base_ = ['mmdet::_base_/models/mask-rcnn_r50_fpn.py',
+          'mmdet::_base_/datasets/coco_instance.py']
+default_scope = 'mmdet'
+custom_imports = dict(imports=['dat_mm'], allow_failed_imports=False)
+model = dict(backbone=dict(_delete_=True, type='DAT', arch={arch}, out_indices=(0, 1, 2)),
+             neck=dict(in_channels=[16, 32, 32], out_channels=16))
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(200, 120), keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]
+test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+"""
+
+
+def _tool():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'visualize_deformable', ROOT / 'tools' / 'visualize_deformable.py')
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _image(path, h=75, w=101):
+    """Shapes on a textured background, saved as PNG."""
+    from PIL import Image
+    rng = np.random.default_rng(1)
+    img = (rng.random((h, w, 3)) * 50 + 90).astype(np.uint8)
+    img[10:40, 15:50] = (220, 40, 40)
+    yy, xx = np.mgrid[:h, :w]
+    img[(yy - 50) ** 2 + (xx - 70) ** 2 < 15 ** 2] = (40, 200, 60)
+    Image.fromarray(img).save(path)
+    return str(path)
+
+
+def _check_png(path, size):
+    from PIL import Image
+    with open(path, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        assert im.format == 'PNG' and im.size == size and im.mode == 'RGB'
+        return np.asarray(im.convert('RGB'))
+
+
+@pytest.fixture
+def cls_config(tmp_path):
+    pytest.importorskip('mmpretrain')
+    path = tmp_path / 'cls_small.py'
+    path.write_text(CLS_CONFIG.format(arch=repr(SMALL_PP), last=2))
+    return str(path)
+
+
+@pytest.fixture
+def det_config(tmp_path):
+    pytest.importorskip('mmdet')
+    path = tmp_path / 'det_small.py'
+    path.write_text(DET_CONFIG.format(arch=repr(SMALL_PP)))
+    return str(path)
+
+
+def test_tool_classifier_png_of_the_image_size(tmp_path, cls_config):
+    tool = _tool()
+    image = _image(tmp_path / 'shapes.png')
+    out = tmp_path / 'out' / 'vis.png'
+    info = tool.visualize(tool.parse_args([cls_config, image, '--out', str(out)]))
+    assert info['random_init'] and info['frame'] == 'image'
+    assert (info['stage'], info['block']) == (2, 1)  # default: last deformable block
+    assert info['input_size'] == (64, 64)
+    drawn = _check_png(out, (101, 75))
+    assert np.abs(drawn.astype(int) - _check_png(image, (101, 75))).max() > 50
+    # With a query, on the model's view (the 64x64 centre crop), 'none' as checkpoint.
+    out2 = tmp_path / 'q.png'
+    assert tool.main([cls_config, 'none', image, '--stage', '1', '--block', '0',
+                      '--query', '10,60', '--model-view', '--groups', '1',
+                      '--out', str(out2)]) == 0
+    _check_png(out2, (64, 64))
+
+
+def test_tool_maps_the_test_pipeline_back_to_the_image(tmp_path, cls_config):
+    """ResizeEdge(80) + CenterCrop(64) on a 101x75 image: view pixel (x, y) comes from image
+    pixel ((x + crop_x) / sx, (y + crop_y) / sy), with the scale and crop the transforms used."""
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    tool = _tool()
+    image = _image(tmp_path / 'shapes.png')
+    cfg = Config.fromfile(cls_config)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        data, loaded, view, geo = tool.run_pipeline(cfg, image)
+    sx, sy = data['data_samples'].metainfo['scale_factor']
+    rw, rh = round(101 * sx), round(75 * sy)
+    assert rh == 80 and view.shape[:2] == (64, 64) and loaded.shape[:2] == (75, 101)
+    cx, cy = round((rw - 64) / 2), round((rh - 64) / 2)
+    corners = np.array([[0.0, 0.0], [64.0, 64.0], [10.5, 20.5]])
+    expect = (corners + [cx, cy]) / [sx, sy]
+    np.testing.assert_allclose(geo.to_orig(corners), expect, atol=1e-6)
+    np.testing.assert_allclose(geo.to_view(expect), corners, atol=1e-6)
+
+
+def test_tool_detector_png_with_checkpoint(tmp_path, det_config):
+    tool = _tool()
+    image = _image(tmp_path / 'shapes.png', h=90, w=120)
+    torch.manual_seed(3)
+    ckpt = tmp_path / 'backbone.pth'
+    torch.save(DAT(arch=SMALL_PP, out_indices=(0, 1, 2)).state_dict(), ckpt)
+    out = tmp_path / 'det.png'
+    info = tool.visualize(tool.parse_args([det_config, str(ckpt), image, '--stage', '0',
+                                           '--query', '60,40', '--show-ref',
+                                           '--out', str(out)]))
+    assert not info['random_init'] and 'backbone only' in info['weights']
+    assert info['input_size'] == (128, 160)  # 120x90 resized to 160x120, padded to 32
+    assert info['query_size'] == (32, 40) and info['key_size'] == (8, 10)
+    _check_png(out, (120, 90))
+    # A checkpoint that does not fit the backbone is an error, not a silent random model.
+    bad = tmp_path / 'bad.pth'
+    torch.save({'state_dict': {'backbone.stem.0.weight': torch.zeros(1)}}, bad)
+    with pytest.raises(KeyError, match='does not fit DAT'):
+        tool.visualize(tool.parse_args([det_config, str(bad), image]))
+
+
+@pytest.mark.parametrize('extra, match', [
+    (['--stage', '7'], 'stage 7 is out of range'),
+    (['--stage', '0', '--block', '0'], 'stage 0 block 0 is a neighborhood block'),
+    (['--stage', '2', '--block', '5'], 'block 5 is out of range: stage 2 has 2 blocks'),
+    (['--query', '500,5'], r'outside the image \(101x75'),
+    (['--groups', '9'], r'--groups \[9\] out of range'),
+])
+def test_tool_bad_choices_are_clear_errors(tmp_path, cls_config, capsys, extra, match):
+    tool = _tool()
+    image = _image(tmp_path / 'shapes.png')
+    assert tool.main([cls_config, image, '--out', str(tmp_path / 'x.png')] + extra) == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert not (tmp_path / 'x.png').exists()
+
+
+def test_tool_without_deformable_blocks_is_a_clear_error(tmp_path):
+    """Run as a command: a config whose backbone has only neighbourhood blocks."""
+    pytest.importorskip('mmpretrain')
+    only_na = dict(ONLY_NA, stages=[ONLY_NA['stages'][0], dict(ONLY_NA['stages'][1], dim=32)])
+    cfg = tmp_path / 'cls_na.py'
+    cfg.write_text(CLS_CONFIG.format(arch=repr(only_na), last=1))
+    image = _image(tmp_path / 'shapes.png')
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'visualize_deformable.py'),
+                           str(cfg), 'none', image, '--out', str(tmp_path / 'x.png')],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert 'has no deformable blocks' in proc.stderr
+    assert 'Traceback' not in proc.stderr
+    assert not (tmp_path / 'x.png').exists()
+
+
+@pytest.mark.parametrize('config, pipeline', [
+    ('configs/mmpretrain/dat_t_pp_in1k.py', None),  # its own Resize(256) + CenterCrop(224)
+    ('configs/mmdet/mask_rcnn_dat_t_pp.py',         # its own pipeline at 1333x800 is slow on CPU
+     "[dict(type='LoadImageFromFile'), dict(type='Resize', scale=(160, 128), keep_ratio=True),"
+     " dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',"
+     " 'scale_factor'))]"),
+])
+def test_tool_on_the_project_configs(tmp_path, config, pipeline):
+    """The published DAT-T++ configs, randomly initialised, on a generated image."""
+    if not (ROOT / config).is_file():
+        pytest.skip(f'{config} is not in this checkout')
+    pytest.importorskip('mmdet' if 'mmdet' in config else 'mmpretrain')
+    cfg = str(ROOT / config)
+    if pipeline is not None:
+        cfg = tmp_path / 'small.py'
+        cfg.write_text(f"_base_ = [{str(ROOT / config)!r}]\n"
+                       f"test_dataloader = dict(dataset=dict(pipeline={pipeline}))\n")
+        cfg = str(cfg)
+    tool = _tool()
+    image = _image(tmp_path / 'shapes.png', h=90, w=120)
+    out = tmp_path / 'real.png'
+    info = tool.visualize(tool.parse_args([cfg, 'none', image, '--stage', '2', '--block', '-1',
+                                           '--query', '40,30', '--out', str(out)]))
+    assert (info['stage'], info['block']) == (2, 17) and info['groups'] == 4
+    _check_png(out, (120, 90))

@@ -47,7 +47,8 @@ def _as_pil(image):
 def draw_sampling_points(image, points, weights, *, refs=None, query: Optional[Sequence] = None,
                          query_box: Optional[Sequence] = None, caption: Sequence[str] = (),
                          radius: Optional[Tuple[float, float]] = None, dim: float = 0.35,
-                         legend: bool = True, supersample: int = 2):
+                         legend: bool = True, group_ids: Optional[Sequence[int]] = None,
+                         num_groups: Optional[int] = None, supersample: int = 2):
     """The image with sampling points coloured by group and sized by weight.
 
     Args:
@@ -63,6 +64,9 @@ def draw_sampling_points(image, points, weights, *, refs=None, query: Optional[S
         radius: ``(min, max)`` point radii in pixels; default from the image size.
         dim: how much the image is darkened (0: not at all) so the points stand out.
         legend: add a line with the group colours under the caption.
+        group_ids: the group index of each row of ``points`` (default ``0..g-1``), for colours
+            and legend when only some groups are drawn; num_groups: the block's number of
+            groups (default ``max(group_ids) + 1``), colours are ``group_colors(num_groups)``.
         supersample: drawing resolution factor for smooth circles.
     Returns:
         a PIL RGB image of the input's size.
@@ -83,7 +87,12 @@ def draw_sampling_points(image, points, weights, *, refs=None, query: Optional[S
     if (weights < 0).any():
         raise ValueError('weights must be non-negative')
     g = points.shape[0]
-    colors = group_colors(g)
+    group_ids = list(range(g)) if group_ids is None else [int(j) for j in group_ids]
+    if len(group_ids) != g or min(group_ids, default=0) < 0:
+        raise ValueError(f'group_ids must give a non-negative index for each of the {g} '
+                         f'groups, got {group_ids}')
+    palette = group_colors(max(max(group_ids, default=0) + 1, num_groups or 0))
+    colors = [palette[j] for j in group_ids]
     if radius is None:
         rmax = float(np.clip(min(W, H) / 45, 3, 18))
         radius = (max(1.0, rmax / 6), rmax)
@@ -127,7 +136,7 @@ def draw_sampling_points(image, points, weights, *, refs=None, query: Optional[S
     if s > 1:
         overlay = overlay.resize((W, H), Image.LANCZOS)
     out = Image.alpha_composite(base.convert('RGBA'), overlay)
-    _draw_caption(out, list(caption), colors if legend else [])
+    _draw_caption(out, list(caption), list(zip(group_ids, colors)) if legend else [])
     return out.convert('RGB')
 
 
@@ -148,7 +157,7 @@ def _draw_caption(img, lines: List[str], colors):
     if colors:
         items = []
         width = probe.textbbox((0, 0), 'groups', font=font)[2]
-        for j, c in enumerate(colors):
+        for j, c in colors:
             label = str(j)
             tw = probe.textbbox((0, 0), label, font=font)[2]
             items.append((c, label, tw))
