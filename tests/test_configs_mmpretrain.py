@@ -1,0 +1,246 @@
+"""configs/mmpretrain: every config loads offline, builds the published classifier (parameter
+counts of DAT_SPEC.md section 3), runs, and states the authors' ImageNet recipe."""
+import copy
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+ROOT = Path(__file__).resolve().parents[1]
+CFG_DIR = ROOT / 'configs' / 'mmpretrain'
+
+# config -> (arch, params with cls head (spec), drop_path, input side)
+CONFIGS = {
+    'dat_t_pp_in1k.py': ('tiny++', 23_962_876, 0.2, 224),
+    'dat_s_pp_in1k.py': ('small++', 53_127_366, 0.4, 224),
+    'dat_b_pp_in1k.py': ('base++', 93_690_640, 0.7, 224),
+    'dat_b_pp_in1k_384.py': ('base++', 93_690_640, 0.6, 384),
+    'dat_t_in1k.py': ('tiny', 28_319_138, 0.2, 224),
+    'dat_s_in1k.py': ('small', 49_700_402, 0.3, 224),
+    'dat_b_in1k.py': ('base', 87_881_632, 0.5, 224),
+    'dat_b_in1k_384.py': ('base-384', 88_178_272, 0.5, 384),
+}
+# The authors' yaml: per-GPU batch, base lr (before their linear scaling), warm-up epochs,
+# grad clip, epochs, min-lr ratio; their rule: lr = base * (per_gpu * 8 GPUs) / 512.
+RECIPES = {
+    'dat_t_pp_in1k.py': (128, 5e-4, 20, 5.0, 300, 1e-2),
+    'dat_s_pp_in1k.py': (128, 5e-4, 20, 5.0, 300, 1e-2),
+    'dat_b_pp_in1k.py': (64, 5e-4, 20, 5.0, 300, 1e-2),
+    'dat_b_pp_in1k_384.py': (24, 2e-5, 0, 5.0, 30, 1e-2),
+    'dat_t_in1k.py': (128, 5e-4, 20, 5.0, 300, 1e-2),
+    'dat_s_in1k.py': (128, 5e-4, 20, 5.0, 300, 1e-2),
+    'dat_b_in1k.py': (128, 4e-4, 50, 1.0, 300, 1e-2),
+    'dat_b_in1k_384.py': (24, 2e-6, 0, 5.0, 30, 0.05),
+}
+
+
+def load(name):
+    return Config.fromfile(str(CFG_DIR / name))
+
+
+def build(cfg):
+    init_default_scope('mmpretrain')
+    from mmpretrain.registry import MODELS
+    return MODELS.build(cfg.model)
+
+
+def test_every_config_is_listed():
+    assert sorted(p.name for p in CFG_DIR.glob('dat_*.py')) == sorted(CONFIGS)
+
+
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_config_builds_the_published_classifier(name):
+    arch, params, drop_path, _ = CONFIGS[name]
+    cfg = load(name)
+    assert cfg.default_scope == 'mmpretrain'
+    assert cfg.custom_imports == dict(imports=['dat_mm'], allow_failed_imports=False)
+    assert cfg.published_checkpoint.startswith('checkpoints/')
+    model = build(cfg)
+    assert type(model).__name__ == 'ImageClassifier'
+    assert model.backbone.arch == __import__('dat_mm').resolve_arch(arch)
+    assert model.backbone.drop_path_rate == drop_path
+    assert model.backbone.out_indices == (3, )
+    assert type(model.neck).__name__ == 'GlobalAveragePooling'
+    assert model.head.fc.in_features == model.backbone.num_features[-1]
+    assert model.head.fc.out_features == 1000
+    assert sum(p.numel() for p in model.parameters()) == params
+
+
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_config_loads_offline(name):
+    """No URL anywhere in the config tree: nothing downloads at build or init time."""
+    text = load(name).pretty_text
+    assert not re.search(r'(https?|torchvision|open-mmlab|mmcls)://', text), text
+
+
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_logits_shape_at_the_training_resolution_on_meta(name):
+    """Shapes of every classifier at its resolution, without computing (meta device)."""
+    side = CONFIGS[name][3]
+    model = build(load(name)).eval().to('meta')
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, side, side, device='meta'), mode='tensor')
+    assert out.shape == (1, 1000)
+
+
+@pytest.mark.parametrize('name', [
+    'dat_t_pp_in1k.py',
+    pytest.param('dat_t_in1k.py', marks=pytest.mark.slow),
+    pytest.param('dat_b_pp_in1k_384.py', marks=pytest.mark.slow),
+])
+def test_forward_gives_finite_logits(name):
+    side = CONFIGS[name][3]
+    model = build(load(name)).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, side, side), mode='tensor')
+    assert out.shape == (1, 1000)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize('name', sorted(RECIPES))
+def test_schedule_is_the_authors(name):
+    per_gpu, base_lr, warmup, clip, epochs, min_ratio = RECIPES[name]
+    cfg = load(name)
+    total = per_gpu * 8
+    assert cfg.train_dataloader.batch_size == per_gpu
+    assert cfg.auto_scale_lr.base_batch_size == total
+    opt = cfg.optim_wrapper.optimizer
+    assert opt.type == 'AdamW' and opt.betas == (0.9, 0.999) and opt.eps == 1e-8
+    assert opt.lr == pytest.approx(base_lr * total / 512, rel=1e-12)
+    assert opt.weight_decay == (1e-8 if epochs == 30 else 0.05)
+    assert cfg.optim_wrapper.clip_grad == dict(max_norm=clip)
+    assert cfg.train_cfg.max_epochs == epochs
+    scheds = cfg.param_scheduler
+    if warmup:
+        assert scheds[0].type == 'LinearLR' and scheds[0].end == warmup
+        assert scheds[0].start_factor == pytest.approx(1e-3)  # warmup lr 5e-7 / 5e-4
+    else:
+        assert len(scheds) == 1
+    cosine = scheds[-1]
+    assert cosine.type == 'CosineAnnealingLR'
+    assert (cosine.begin, cosine.end) == (warmup, epochs)
+    assert cosine.eta_min_ratio == pytest.approx(min_ratio)
+    assert all(s.convert_to_iter_based for s in scheds)  # timm steps every iteration
+
+
+@pytest.mark.parametrize('name', ['dat_t_pp_in1k.py', 'dat_t_in1k.py'])
+def test_weight_decay_groups_follow_the_authors_rule(name):
+    """No decay on every 1-D parameter and on names with rpe_table /
+    relative_position_bias_table (the authors' set_weight_decay); decay on the rest."""
+    from mmengine.optim import build_optim_wrapper
+    cfg = load(name)
+    model = build(cfg)
+    init_default_scope('mmpretrain')
+    wrapper = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
+    decay_of = {}
+    for group in wrapper.optimizer.param_groups:
+        for p in group['params']:
+            decay_of[id(p)] = group['weight_decay']
+    checked = 0
+    for pname, p in model.named_parameters():
+        exempt = p.ndim == 1 or 'rpe_table' in pname or 'relative_position_bias_table' in pname
+        assert decay_of[id(p)] == (0.0 if exempt else 0.05), pname
+        checked += 1
+    assert checked == len(decay_of)
+    names = [n for n, _ in model.named_parameters()]
+    key = 'rpe_table' if name == 'dat_t_pp_in1k.py' else 'relative_position_bias_table'
+    assert any(key in n for n in names)
+
+
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_augmentation_and_loss_are_the_authors(name):
+    side = CONFIGS[name][3]
+    cfg = load(name)
+    train = cfg.train_dataloader.dataset.pipeline
+    types = [t.type for t in train]
+    assert types == ['LoadImageFromFile', 'RandomResizedCrop', 'RandomFlip', 'RandAugment',
+                     'RandomErasing', 'PackInputs']
+    assert train[1].scale == side and train[1].interpolation == 'bicubic'
+    assert train[3].magnitude_level == 9 and train[3].magnitude_std == 0.5
+    assert train[3].num_policies == 2 and train[3].policies == 'timm_increasing'
+    assert train[4].erase_prob == 0.25
+    augments = {a.type: a.alpha for a in cfg.model.train_cfg.augments}
+    assert augments == {'Mixup': 0.8, 'CutMix': 1.0}
+    assert cfg.model.head.loss == dict(type='LabelSmoothLoss', label_smooth_val=0.1,
+                                       mode='original')
+
+
+@pytest.mark.parametrize('name,resize,crop', [
+    ('dat_t_pp_in1k.py', (256, 256), 224),
+    ('dat_b_in1k.py', (256, 256), 224),
+    ('dat_b_pp_in1k_384.py', (384, 384), None),  # TEST.CROP False
+    ('dat_b_in1k_384.py', (438, 438), 384),  # v1 keeps the crop: int(256 / 224 * 384)
+])
+def test_evaluation_pipeline_is_the_authors(name, resize, crop):
+    """Square bicubic resize (their torchvision Resize((s, s))), then the crop if any; run it
+    on an image to check that mmpretrain accepts every step."""
+    cfg = load(name)
+    test = cfg.test_dataloader.dataset.pipeline
+    resize_t = [t for t in test if t.type == 'Resize']
+    assert len(resize_t) == 1 and tuple(resize_t[0].scale) == resize
+    assert resize_t[0].interpolation == 'bicubic' and resize_t[0].backend == 'pillow'
+    crops = [t.crop_size for t in test if t.type == 'CenterCrop']
+    assert crops == ([crop] if crop else [])
+    assert cfg.val_dataloader.dataset.pipeline == test
+
+    init_default_scope('mmpretrain')
+    from mmengine.dataset import Compose
+    img = np.random.RandomState(0).randint(0, 255, (300, 500, 3), dtype=np.uint8)
+    pipeline = Compose([t for t in test if t.type != 'LoadImageFromFile'])
+    out = pipeline(dict(img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2], gt_label=3))
+    side = crop or resize[0]
+    assert tuple(out['inputs'].shape) == (3, side, side)
+
+    train = Compose([t for t in cfg.train_dataloader.dataset.pipeline
+                     if t.type != 'LoadImageFromFile'])
+    out = train(dict(img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2], gt_label=3))
+    assert tuple(out['inputs'].shape) == (3, CONFIGS[name][3], CONFIGS[name][3])
+
+
+# A small DAT++ with every block kind, so that a real training step stays cheap on CPU; the
+# rest of the config (pipelines, optimizer, schedulers, mixup/cutmix, loss) is unchanged.
+SMALL_ARCH = dict(version=2, stages=[
+    dict(dim=d, depth=2, num_heads=h, blocks=b, groups=g, stride=s, offset_kernel=k)
+    for d, h, b, g, s, k in zip((16, 32, 64, 128), (1, 2, 4, 8), ('ND', 'ND', 'ND', 'DD'),
+                                (1, 1, 2, 4), (8, 4, 2, 1), (9, 7, 5, 3))])
+
+
+@pytest.mark.slow
+def test_runner_trains_and_validates_on_generated_imagenet(tmp_path):
+    """A real mmengine Runner with the T++ config's recipe on a generated ImageNet-layout
+    dataset: one training iteration through the real pipelines, then validation."""
+    from mmengine.runner import Runner
+
+    from dat_mm.datasets import generate_imagenet_shapes
+    root = tmp_path / 'imagenet'
+    generate_imagenet_shapes(str(root), num_train_per_class=1, num_val_per_class=1,
+                             image_size=64, classes=('circle', 'square'))
+    cfg = load('dat_t_pp_in1k.py')
+    cfg.model.backbone.arch = SMALL_ARCH
+    cfg.model.head.in_channels = 128
+    cfg.work_dir = str(tmp_path / 'work')
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.data_root = str(root)
+        cfg[loader].batch_size = 2
+        cfg[loader].num_workers = 0
+        cfg[loader].persistent_workers = False
+    cfg.train_cfg.max_epochs = 1
+    cfg.default_hooks.logger.interval = 1
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=10, save_last=False)
+    runner = Runner.from_cfg(cfg)
+    before = {k: v.clone() for k, v in runner.model.state_dict().items()}
+    runner.train()
+    assert runner.iter == 1
+    after = runner.model.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any('rpe_table' in k for k in changed) and any('rpb' in k for k in changed)
+    assert any(k.startswith('head.fc.') for k in changed)
+    # first iteration of the 20-epoch linear warm-up from lr / 1000
+    lr = runner.optim_wrapper.get_lr()['lr'][0]
+    assert 0 < lr < 1e-3 * 0.1
+    metrics = runner.val_loop.run()
+    assert 'accuracy/top1' in metrics
