@@ -305,6 +305,14 @@ def choose_block(backbone, stage: Optional[int], block: Optional[int]) -> Tuple[
     return check_block(backbone, stage, block)
 
 
+class _StopForward(Exception):
+    pass
+
+
+def _stop_forward(module, args, output):
+    raise _StopForward
+
+
 # -- main --------------------------------------------------------------------------------------
 def visualize(args) -> dict:
     """Run the tool; returns a summary (output path, sizes, block, ...)."""
@@ -334,8 +342,15 @@ def visualize(args) -> dict:
             batch = model.data_preprocessor(
                 dict(inputs=[data['inputs']], data_samples=[data['data_samples']]), False)
             inputs = batch['inputs']
-            with capture_deformable(backbone, (stage, block)) as cap:
-                backbone(inputs)
+            # Stop after the chosen block: later stages are not needed.
+            stop = backbone.stages[stage].blocks[block].register_forward_hook(_stop_forward)
+            try:
+                with capture_deformable(backbone, (stage, block)) as cap:
+                    backbone(inputs)
+            except _StopForward:
+                pass
+            finally:
+                stop.remove()
     rec = cap[stage, block]
     Hp, Wp = inputs.shape[-2:]
     H, W = rec.query_size

@@ -14,7 +14,7 @@ On exit the hooks are restored to what they were (``None``: a model that is not 
 pays nothing). While capturing, the block computes attention with the reference path (same
 numbers as the fast paths within their tolerances) and keeps the full ``H*W x Hk*Wk``
 probability matrix per head, so choose the blocks you need on large inputs (a stage-0 block on
-an 800x1333 detection input holds ~0.5 GB of weights; ``attention=False`` keeps only the
+an 800x1333 detection input holds ~0.6 GB of weights; ``attention=False`` keeps only the
 positions).
 
 Coordinates. ``pos`` and ``ref`` are normalised ``(y, x)`` in ``[-1, 1]`` of the block's input
