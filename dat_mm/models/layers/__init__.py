@@ -15,3 +15,7 @@ __all__ = [
     'patch_stem', 'ConvFFN', 'TokenMLP', 'NeighborhoodAttention2d', 'na2d_reference',
     'LayerNorm2d', 'WindowAttention2d'
 ]
+
+# Fast attention backends register themselves into attention_backends on import (after the
+# reference functions above, which they are tested against).
+from dat_mm import ops as _fast_ops  # noqa: E402,F401

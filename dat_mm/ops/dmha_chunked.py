@@ -1,0 +1,212 @@
+"""Deformable attention chunked over queries, with the deformable relative position bias.
+
+The reference (:func:`dat_mm.models.layers.deformable_attn.dmha_reference`) materialises, for
+all ``M`` queries at once, the ``(B, g, M, Ns, 2)`` sampling grid of the bias, its flipped copy,
+a ``B``-fold copy of ``rpe_table``, the ``(B, heads, M, Ns)`` bias, the logits, their sum and the
+probabilities, and autograd keeps most of them for the backward pass. At 800x1344 input that is
+several GiB per block in stage 0 (``M = 67200`` queries against ``Ns = 1050`` keys).
+
+This path processes ``M`` in chunks of queries so that only chunk-sized temporaries exist:
+
+* the bias of a chunk is one ``grid_sample`` of the (un-copied) table of each offset group,
+  with the batch folded into the grid's rows (``(g, B*Mc, Ns, 2)``), so its values are exactly
+  the reference's (same op, same coordinates);
+* logits, softmax and the weighted sum follow per chunk, in ``(heads, B)`` batch order so that
+  the bias needs no permute;
+* the backward pass is a custom ``autograd.Function``: it recomputes each chunk's
+  probabilities (unless they were small enough to keep, see :data:`SAVE_PROBS_BYTES`) and
+  applies the softmax-attention gradient formulas, then ``grid_sampler_2d_backward`` for the
+  gradients of ``rpe_table`` and of the sampling positions. Peak extra memory is a few chunks.
+
+Half precision (fp16/bf16 inputs, e.g. under autocast): the matmuls run in the inputs' dtype,
+the bias, the softmax and all accumulations in float32; gradients are returned in the
+inputs' dtypes.
+"""
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+#: Elements of a chunk's ``(heads, B, Mc, Ns)`` logits (float32: 8 MiB). Temporaries of a
+#: chunk are a small multiple of this.
+CHUNK_ELEMS = 1 << 21
+#: Probabilities of the whole call up to this size are kept for the backward pass instead of
+#: being recomputed (classification sizes); above it they are recomputed chunk by chunk.
+SAVE_PROBS_BYTES = 32 << 20
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _chunk_rows(B: int, nh: int, M: int, Ns: int, chunk: Optional[int]) -> int:
+    if chunk:
+        return max(1, min(M, int(chunk)))
+    return max(1, min(M, CHUNK_ELEMS // max(1, B * nh * Ns)))
+
+
+class _Plan:
+    """Tensors shared by forward and backward, in the layouts the chunks use."""
+
+    def __init__(self, q, k, v, pos, q_coords, rpe_table, scale, chunk):
+        B, nh, M, c = q.shape
+        Ns = k.shape[2]
+        g = pos.shape[1]
+        if nh % g:
+            raise ValueError(f'{nh} heads are not divisible by {g} offset groups')
+        self.B, self.nh, self.M, self.c, self.Ns, self.g = B, nh, M, c, Ns, g
+        self.scale = scale
+        self.dt = q.dtype
+        # float32 for half inputs, else the inputs' own dtype (float64 stays exact).
+        self.acc = torch.float32 if q.dtype in _HALF else q.dtype
+        self.q = q.transpose(0, 1)                                    # (h, B, M, c)
+        self.k = k.to(self.dt).transpose(0, 1)                        # (h, B, Ns, c)
+        self.v = v.to(self.dt).transpose(0, 1)
+        self.use_bias = rpe_table is not None
+        if self.use_bias:
+            th, tw = rpe_table.shape[1:]
+            self.table = rpe_table.to(self.acc).reshape(g, nh // g, th, tw)
+            # Coordinates flipped to grid_sample's (x, y) order once, on the small tensors.
+            self.pos = pos.to(self.acc).flip(-1).transpose(0, 1)           # (g, B, Ns, 2)
+            self.q_coords = q_coords.to(self.acc).flip(-1)                 # (M, 2)
+        self.rows = _chunk_rows(B, nh, M, Ns, chunk)
+
+    def chunks(self):
+        for m0 in range(0, self.M, self.rows):
+            yield m0, min(self.M, m0 + self.rows)
+
+    def grid(self, m0, m1):
+        g, B, Ns = self.g, self.B, self.Ns
+        disp = self.pos.new_empty(g, B, m1 - m0, Ns, 2)
+        torch.sub(self.q_coords[None, None, m0:m1, None, :], self.pos[:, :, None, :, :],
+                  out=disp)
+        return disp.mul_(0.5).view(g, B * (m1 - m0), Ns, 2)
+
+    def probs(self, m0, m1, grid=None):
+        """Softmax probabilities of queries ``m0:m1``, ``(h, B, Mc, Ns)``, accumulation dtype."""
+        logits = torch.matmul(self.q[:, :, m0:m1], self.k.transpose(-1, -2))
+        logits = logits.to(self.acc).mul_(self.scale)
+        if self.use_bias:
+            grid = self.grid(m0, m1) if grid is None else grid
+            bias = F.grid_sample(self.table, grid, mode='bilinear', padding_mode='zeros',
+                                 align_corners=True)                  # (g, h/g, B*Mc, Ns)
+            logits += bias.view(logits.shape)
+        return torch.softmax(logits, dim=-1)
+
+
+def _forward(plan: _Plan, keep_probs: bool):
+    B, nh, M, c = plan.B, plan.nh, plan.M, plan.c
+    # Output laid out (B, heads, c, M): the module's merge of heads to NCHW is then free.
+    out = torch.empty(B, nh, c, M, dtype=plan.dt, device=plan.q.device).transpose(-1, -2)
+    out_hb = out.transpose(0, 1)
+    kept = []
+    for m0, m1 in plan.chunks():
+        p = plan.probs(m0, m1)
+        out_hb[:, :, m0:m1] = torch.matmul(p.to(plan.dt), plan.v)
+        if keep_probs:
+            kept.append(p)
+    return out, kept
+
+
+class _DMHAChunked(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, q, k, v, pos, q_coords, rpe_table, scale, chunk):
+        with torch.autocast(q.device.type, enabled=False):
+            plan = _Plan(q, k, v, pos, q_coords, rpe_table, scale, chunk)
+            nbytes = 4 * plan.B * plan.nh * plan.M * plan.Ns
+            out, kept = _forward(plan, keep_probs=nbytes <= SAVE_PROBS_BYTES)
+        ctx.plan_args = (scale, chunk)
+        ctx.kept = kept
+        ctx.dtypes = (q.dtype, k.dtype, v.dtype, pos.dtype,
+                      None if rpe_table is None else rpe_table.dtype)
+        ctx.save_for_backward(q, k, v, pos, q_coords, rpe_table, out)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout):
+        q, k, v, pos, q_coords, rpe_table, out = ctx.saved_tensors
+        scale, chunk = ctx.plan_args
+        need_q, need_k, need_v, need_pos, _, need_table = ctx.needs_input_grad[:6]
+        with torch.autocast(q.device.type, enabled=False):
+            plan = _Plan(q, k, v, pos, q_coords, rpe_table, scale, chunk)
+            dt, f32 = plan.dt, plan.acc
+            dout_hb = dout.to(dt).transpose(0, 1)                        # (h, B, M, c)
+            # D_i = sum_j P_ij dP_ij = <dout_i, out_i>
+            delta = (dout.to(f32) * out.to(f32)).sum(-1).transpose(0, 1)   # (h, B, M)
+            dq = torch.empty_like(plan.q) if need_q else None
+            dk = torch.zeros(plan.k.shape, dtype=f32, device=q.device) if need_k else None
+            dv = torch.zeros(plan.v.shape, dtype=f32, device=q.device) if need_v else None
+            bias_grads = plan.use_bias and (need_pos or need_table)
+            if bias_grads:
+                dtable = torch.zeros_like(plan.table) if need_table else None
+                dgrid_sum = torch.zeros_like(plan.pos) if need_pos else None  # (g, B, Ns, 2)
+            for i, (m0, m1) in enumerate(plan.chunks()):
+                grid = plan.grid(m0, m1) if bias_grads else None
+                p = ctx.kept[i] if ctx.kept else plan.probs(m0, m1, grid)
+                do = dout_hb[:, :, m0:m1]
+                if need_v:
+                    dv += torch.matmul(p.to(dt).transpose(-1, -2), do)
+                ds = torch.matmul(do, plan.v.transpose(-1, -2)).to(f32)
+                ds.sub_(delta[:, :, m0:m1, None]).mul_(p)          # dS = P * (dP - D)
+                del p
+                ds_dt = ds.to(dt)
+                if need_q:
+                    dq[:, :, m0:m1] = torch.matmul(ds_dt, plan.k)
+                if need_k:
+                    dk += torch.matmul(ds_dt.transpose(-1, -2), plan.q[:, :, m0:m1])
+                if bias_grads:
+                    g, Mc = plan.g, m1 - m0
+                    d_tab, d_grid = torch.ops.aten.grid_sampler_2d_backward(
+                        ds.view(g, plan.nh // g, plan.B * Mc, plan.Ns), plan.table, grid,
+                        0, 0, True, [bool(need_table), bool(need_pos)])
+                    if need_table:
+                        dtable += d_tab
+                    if need_pos:
+                        dgrid_sum += d_grid.view(g, plan.B, Mc, plan.Ns, 2).sum(2)
+            ctx.kept = None
+            dtypes = ctx.dtypes
+            grads = [None] * 8
+            if need_q:
+                grads[0] = (dq * scale).transpose(0, 1).to(dtypes[0])
+            if need_k:
+                grads[1] = (dk * scale).transpose(0, 1).to(dtypes[1])
+            if need_v:
+                grads[2] = dv.transpose(0, 1).to(dtypes[2])
+            if bias_grads and need_pos:
+                # grid = (q_coords - pos) / 2 in flipped (x, y) order
+                grads[3] = (dgrid_sum * -0.5).flip(-1).transpose(0, 1).to(dtypes[3])
+            if bias_grads and need_table:
+                grads[5] = dtable.reshape(rpe_table.shape).to(dtypes[4])
+        return tuple(grads)
+
+
+def dmha_chunked(q, k, v, pos, q_coords, rpe_table, scale: float, attn_drop: float = 0.0,
+                 training: bool = False, return_attn: bool = False, chunk: int = None):
+    """Same arguments and result as ``dmha_reference`` (no dropout, no ``return_attn``).
+
+    ``chunk``: queries per chunk (default: :data:`CHUNK_ELEMS` logits per chunk).
+    """
+    tensors = (q, k, v, pos, rpe_table)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return _DMHAChunked.apply(q, k, v, pos, q_coords, rpe_table, scale, chunk)
+    with torch.autocast(q.device.type, enabled=False):
+        plan = _Plan(q, k, v, pos, q_coords, rpe_table, scale, chunk)
+        return _forward(plan, keep_probs=False)[0]
+
+
+def check_dmha_chunked(q, k, v, pos, q_coords, rpe_table, scale=None, attn_drop: float = 0.0,
+                       training: bool = False, return_attn: bool = False, **_):
+    """None when :func:`dmha_chunked` computes this call exactly, else why not."""
+    if return_attn:
+        return 'return_attn asks for the full (B, heads, M, Ns) probabilities'
+    if attn_drop > 0 and training:
+        return f'attention dropout ({attn_drop}) in training is only in the reference'
+    if not (q.is_floating_point() and k.is_floating_point() and v.is_floating_point()):
+        return f'needs floating point q/k/v, got {q.dtype}'
+    if q_coords.requires_grad:
+        return 'no gradient with respect to the query coordinates'
+    if q.dim() != 4 or pos.dim() != 4 or q.shape[1] % pos.shape[1]:
+        return (f'unexpected shapes q {tuple(q.shape)}, pos {tuple(pos.shape)} (the reference '
+                f'reports the error)')
+    return None
