@@ -475,3 +475,52 @@ def test_tool_on_the_project_configs(tmp_path, config, pipeline):
                                            '--query', '40,30', '--out', str(out)]))
     assert (info['stage'], info['block']) == (2, 17) and info['groups'] == 4
     _check_png(out, (120, 90))
+
+
+def test_tool_loads_whole_model_and_published_checkpoints(tmp_path, cls_config):
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    tool = _tool()
+    cfg = Config.fromfile(cls_config)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        torch.manual_seed(1)
+        trained = tool.build_model(cfg)
+        torch.manual_seed(2)
+        fresh = tool.build_model(cfg)
+    state = trained.state_dict()
+    ckpt = tmp_path / 'epoch_1.pth'  # a Runner-like checkpoint: meta + state_dict
+    torch.save({'meta': {'epoch': 1}, 'state_dict': state}, ckpt)
+    note = tool.load_weights(fresh, str(ckpt))
+    assert 'epoch_1.pth' in note
+    for k, v in fresh.state_dict().items():
+        torch.testing.assert_close(v, state[k], rtol=0, atol=0)
+    # The authors' layout (ImageNet 'model' dict, 'cls_head', '.norm' wrappers) is converted
+    # on the fly.
+    published = {}
+    for k, v in state.items():
+        if k.startswith('backbone.stages.') and '.blocks.' in k:
+            _, _, i, _, j, part, *rest = k.split('.')
+            rest = '.'.join(rest)
+            if part in ('norm1', 'norm2'):
+                n = 2 * int(j) + (part == 'norm2')
+                published[f'stages.{i}.layer_norms.{n}.norm.{rest}'] = v
+            elif part == 'lpu':
+                published[f'stages.{i}.local_perception_units.{j}.{rest}'] = v
+            else:
+                published[f'stages.{i}.{part}s.{j}.{rest}'] = v
+        elif k.startswith('backbone.stem.'):
+            published['patch_proj.' + k[len('backbone.stem.'):]] = v
+        elif k.startswith('backbone.downsamples.'):
+            published['down_projs.' + k[len('backbone.downsamples.'):]] = v
+        # (the published cls_norm is the 4th stage's norm; this arch has 3 stages and its
+        # output norm keeps its LayerNorm init in both models)
+        elif k.startswith('head.fc.'):
+            published['cls_head.' + k[len('head.fc.'):]] = v
+    pub = tmp_path / 'published.pth'
+    torch.save({'model': published}, pub)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        torch.manual_seed(3)
+        other = tool.build_model(cfg)
+    tool.load_weights(other, str(pub))
+    for k, v in other.state_dict().items():
+        torch.testing.assert_close(v, state[k], rtol=0, atol=0)
