@@ -28,9 +28,9 @@ cache=${DAT_MM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dat_mm}
 constraints=$root/requirements/constraints.txt
 stamp=$venv/.dat_mm_setup.stamp
 
-log() { printf '[setup_env] %s\n' "$*" >&2; }
-die() { printf '[setup_env] ERROR: %s\n' "$*" >&2; exit 1; }
 t0=$SECONDS
+log() { printf '[setup_env %4ds] %s\n' "$((SECONDS - t0))" "$*" >&2; }
+die() { printf '[setup_env] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # --- interpreter ------------------------------------------------------------------------
 if [[ -n ${DAT_MM_PYTHON:-} ]]; then
