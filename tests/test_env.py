@@ -87,3 +87,32 @@ def test_model_code_needs_only_torch_and_mmengine():
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == ('[(1, 64, 16, 16), (1, 128, 8, 8), (1, 256, 4, 4), '
                                    '(1, 512, 2, 2)]')
+
+
+CHECK_ENV = pathlib.Path(__file__).resolve().parents[1] / 'tools' / 'install' / 'check_env.py'
+
+
+def test_install_check_passes():
+    proc = subprocess.run([sys.executable, str(CHECK_ENV)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count('[check_env] ok') == 3
+
+
+def test_install_check_stops_without_mmcv_ops():
+    # mmcv without its compiled ops (what an isolated build gives) must fail the install step
+    # with a message that says so.
+    script = (
+        'import importlib.abc, runpy, sys\n'
+        'class Block(importlib.abc.MetaPathFinder):\n'
+        '    def find_spec(self, name, path=None, target=None):\n'
+        "        if name == 'mmcv._ext':\n"
+        "            raise ImportError('No module named mmcv._ext')\n"
+        'sys.meta_path.insert(0, Block())\n'
+        f'sys.argv = [{str(CHECK_ENV)!r}]\n'
+        f"runpy.run_path({str(CHECK_ENV)!r}, run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1
+    assert '[check_env] FAIL mmcv ops: mmcv._ext (the compiled ops) did not load' in proc.stderr
+    assert 'NOT usable' in proc.stderr
