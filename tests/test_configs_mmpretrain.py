@@ -79,10 +79,12 @@ def test_config_loads_offline(name):
 
 @pytest.mark.parametrize('name', sorted(CONFIGS))
 def test_logits_shape_at_the_training_resolution_on_meta(name):
-    """Shapes of every classifier at its resolution, without computing (meta device)."""
+    """Shapes of every classifier at its resolution, without computing (meta device; on the
+    reference attention, which any device runs)."""
+    from dat_mm.analysis.flops import reference_attention
     side = CONFIGS[name][3]
     model = build(load(name)).eval().to('meta')
-    with torch.no_grad():
+    with torch.no_grad(), reference_attention(model):
         out = model(torch.zeros(1, 3, side, side, device='meta'), mode='tensor')
     assert out.shape == (1, 1000)
 
