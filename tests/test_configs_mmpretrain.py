@@ -89,11 +89,8 @@ def test_logits_shape_at_the_training_resolution_on_meta(name):
     assert out.shape == (1, 1000)
 
 
-@pytest.mark.parametrize('name', [
-    'dat_t_pp_in1k.py',
-    pytest.param('dat_t_in1k.py', marks=pytest.mark.slow),
-    pytest.param('dat_b_pp_in1k_384.py', marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize('name', ['dat_t_pp_in1k.py'] + [
+    pytest.param(n, marks=pytest.mark.slow) for n in sorted(CONFIGS) if n != 'dat_t_pp_in1k.py'])
 def test_forward_gives_finite_logits(name):
     side = CONFIGS[name][3]
     model = build(load(name)).eval()
