@@ -13,8 +13,8 @@ deformable    chunked    100       query chunks, per-chunk bias, recomputing bac
 """
 from dat_mm.models.layers.attention_backends import register_backend
 
-from .dmha_chunked import check_dmha_chunked, dmha_chunked
-from .na_tiled import check_na2d_tiled, na2d_tiled
+from .deformable_chunked import check_dmha_chunked, dmha_chunked
+from .neighborhood_tiled import check_na2d_tiled, na2d_tiled
 
 register_backend('neighborhood', 'tiled', na2d_tiled, check_na2d_tiled, priority=100)
 register_backend('deformable', 'chunked', dmha_chunked, check_dmha_chunked, priority=100)

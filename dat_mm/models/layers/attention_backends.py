@@ -8,8 +8,10 @@ why every backend before it was refused. A backend that cannot honour a setting 
 
 Override, most specific first:
   * the module's ``backend`` argument (``DAT(attn_backend=...)`` sets it for all blocks);
-  * the environment variable ``DAT_MM_ATTN_BACKEND``: either one name for every kind
-    (``reference``) or per kind (``neighborhood=reference,deformable=chunked``).
+  * the environment variable ``DAT_MM_ATTN_BACKEND``.
+Both take one name for every kind (``reference``, ``auto``) or names per kind
+(``neighborhood=reference,deformable=chunked``; a kind not named there is chosen by the next
+rule). Fast backends (``dat_mm.ops``): ``tiled`` (neighbourhood), ``chunked`` (deformable).
 A backend named explicitly that cannot honour the call is an error, not a silent fallback.
 """
 import logging
@@ -47,22 +49,30 @@ def available_backends(kind: str) -> List[str]:
     return [b.name for b in _REGISTRY[kind]]
 
 
-def _env_request(kind: str) -> Optional[str]:
-    value = os.environ.get(ENV_VAR, '').strip()
+def _parse_request(value: Optional[str], kind: str) -> Optional[str]:
+    """``'name'`` (every kind) or ``'kind=name,kind=name'`` -> the name for ``kind``."""
+    value = (value or '').strip()
     if not value:
         return None
     if '=' not in value:
         return value
     for item in value.split(','):
         key, _, name = item.partition('=')
+        if key.strip() not in KINDS:
+            raise ValueError(f'attention backend request {value!r}: unknown kind '
+                             f'{key.strip()!r}; expected one of {KINDS}')
         if key.strip() == kind:
             return name.strip() or None
     return None
 
 
+def _env_request(kind: str) -> Optional[str]:
+    return _parse_request(os.environ.get(ENV_VAR, ''), kind)
+
+
 def choose_backend(kind: str, requested: Optional[str], *args, **kwargs) -> Backend:
     """The backend that computes this call; see the module docstring for the rules."""
-    requested = requested or _env_request(kind)
+    requested = _parse_request(requested, kind) or _env_request(kind)
     if requested and requested != 'auto':
         for b in _REGISTRY[kind]:
             if b.name == requested:

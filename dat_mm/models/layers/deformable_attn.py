@@ -154,8 +154,12 @@ class DeformableAttention2d(nn.Module):
     def sampling_positions(self, q: torch.Tensor):
         """Offsets -> (positions, reference points), both ``(B*g, Hk, Wk, 2)`` in ``(y, x)``."""
         offset = self.conv_offset(q)
+        if offset.dtype in (torch.float16, torch.bfloat16):
+            # Mixed precision: positions in float32. Near +-1, bf16 resolves only 2**-8 (about
+            # a pixel of a 256-pixel map), fp16 2**-11; the offsets themselves are small.
+            offset = offset.float()
         Hk, Wk = offset.shape[2:]
-        ref = grid_coords(Hk, Wk, self.version, 'ref', q.dtype, q.device)
+        ref = grid_coords(Hk, Wk, self.version, 'ref', offset.dtype, q.device)
         factor = self.offset_range_factor
         if factor > 0 or (factor == 0 and self.version == 2):
             if self.version == 1:
@@ -175,9 +179,12 @@ class DeformableAttention2d(nn.Module):
         q = self.proj_q(x)
         pos, ref = self.sampling_positions(q.reshape(B * g, C // g, H, W))
         Hk, Wk = pos.shape[1:3]
-        sampled = F.grid_sample(x.reshape(B * g, C // g, H, W), pos.flip(-1).to(x.dtype),
+        # grid_sample needs one dtype for input and grid: the wider of the two (float32 under
+        # autocast, as CUDA autocast's fp32 rule for grid_sample would give), then back.
+        dt = torch.promote_types(x.dtype, pos.dtype)
+        sampled = F.grid_sample(x.reshape(B * g, C // g, H, W).to(dt), pos.flip(-1).to(dt),
                                 mode='bilinear', align_corners=True)  # (B*g, C/g, Hk, Wk)
-        sampled = sampled.reshape(B, C, 1, Hk * Wk)
+        sampled = sampled.to(x.dtype).reshape(B, C, 1, Hk * Wk)
         k = self.proj_k(sampled).reshape(B, nh, c, Hk * Wk).transpose(-1, -2)
         v = self.proj_v(sampled).reshape(B, nh, c, Hk * Wk).transpose(-1, -2)
         q = q.reshape(B, nh, c, H * W).transpose(-1, -2)
