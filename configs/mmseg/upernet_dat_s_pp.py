@@ -1,0 +1,17 @@
+# UperNet + DAT-S++, ADE20K 512x512, 160k iterations.
+# Published: 50.5 mIoU single-scale / 51.2 multi-scale on ADE20K val (authors' upn_small_160k_dp05_lr6.py).
+# Recipe: AdamW lr 6e-5 wd 0.01, 1500-iter warm-up + poly, 2 images x 8 GPUs, fp16,
+# drop_path 0.5, activation checkpointing.
+_base_ = ['./_base_/upernet_dat.py', 'mmseg::_base_/datasets/ade20k.py',
+          './_base_/schedule_upernet_160k.py']
+
+# ImageNet-1k DAT-S++ weights: tools/model_converters/dat_official_to_mm.py --backbone-only
+# (or the published dat_pp_small_in1k_224.pth itself). Trains from random init if absent.
+pretrained = 'checkpoints/dat_s_pp_in1k_backbone.pth'
+
+model = dict(
+    backbone=dict(arch='small++', drop_path_rate=0.5,
+                  init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    decode_head=dict(in_channels=[96, 192, 384, 768]),
+    auxiliary_head=dict(in_channels=384))
+train_dataloader = dict(batch_size=2)

@@ -1,0 +1,108 @@
+"""Evaluate a checkpoint with an mmdet, mmseg or mmpretrain config (scope from the config).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out PATH] [--show-dir DIR]
+                                           [--cfg-options k=v ...] [--launcher ...]
+
+The config's test_evaluator gives the metrics (CocoMetric box/mask AP, IoUMetric mIoU,
+Accuracy). ``--out`` saves the predictions: a .pkl for mmdet (DumpDetResults) and mmpretrain
+(DumpResults), a directory of PNG label maps for mmseg (IoUMetric's output_dir).
+``--show-dir`` draws the predictions with the scope's visualization hook.
+"""
+import argparse
+import os
+
+from mmengine.config import Config, DictAction
+
+# tools/ is the script's directory, hence on sys.path when run as a script.
+from train import (adapt_to_device, apply_scope_defaults, build_runner, config_scope,
+                   init_cpu_distributed, set_work_dir)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a DAT model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save the evaluation metrics')
+    parser.add_argument('--out', help='where to dump the predictions (see above)')
+    parser.add_argument('--show', action='store_true', help='show predictions in a window')
+    parser.add_argument('--show-dir', help='save images with the predictions drawn here')
+    parser.add_argument('--wait-time', type=float, default=2, help='--show interval (s)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings of the config, key=value pairs merged into it')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def enable_visualization(cfg: Config, scope: str, show: bool, show_dir: str,
+                         wait_time: float) -> None:
+    """Turn on the scope's visualization hook as each library's test.py does."""
+    hooks = cfg.get('default_hooks', {})
+    if 'visualization' not in hooks:
+        raise RuntimeError('--show/--show-dir need a visualization hook in default_hooks')
+    hook = hooks['visualization']
+    if scope == 'mmdet':        # DetVisualizationHook
+        hook['draw'] = True
+        hook['show'] = show
+        hook['wait_time'] = wait_time
+        if show_dir:
+            hook['test_out_dir'] = show_dir
+    elif scope == 'mmseg':      # SegVisualizationHook draws into visualizer.save_dir
+        hook['draw'] = True
+        hook['show'] = show
+        hook['wait_time'] = wait_time
+        if show_dir:
+            cfg.visualizer['save_dir'] = show_dir
+    else:                       # mmpretrain VisualizationHook
+        hook['enable'] = True
+        hook['show'] = show
+        hook['wait_time'] = wait_time
+        hook['out_dir'] = show_dir
+
+
+def add_dump(runner, cfg: Config, scope: str, out: str) -> None:
+    if scope == 'mmdet':
+        from mmdet.evaluation import DumpDetResults
+        if not out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--out must be a .pkl file for detection, got {out!r}')
+        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))
+    elif scope == 'mmpretrain':
+        from mmengine.evaluator import DumpResults
+        if not out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--out must be a .pkl file for classification, got {out!r}')
+        runner.test_evaluator.metrics.append(DumpResults(out_file_path=out))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    scope = config_scope(cfg)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    set_work_dir(cfg, args.config, args.work_dir)
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        enable_visualization(cfg, scope, args.show, args.show_dir, args.wait_time)
+    if args.out and scope == 'mmseg':
+        # IoUMetric writes one PNG per image into output_dir
+        cfg.test_evaluator['output_dir'] = args.out
+
+    apply_scope_defaults(cfg, scope)
+    adapt_to_device(cfg, args.launcher)
+    init_cpu_distributed(args.launcher, cfg.env_cfg.dist_cfg.get('backend', 'gloo')
+                         if cfg.get('env_cfg') else 'gloo')
+    runner = build_runner(cfg)
+    if args.out and scope != 'mmseg':
+        add_dump(runner, cfg, scope, args.out)
+    metrics = runner.test()
+    return metrics
+
+
+if __name__ == '__main__':
+    main()
