@@ -83,6 +83,9 @@ def test_na_tiled_matches_reference_float32(H, W, tile, with_rpb):
     exp = _run(na2d_reference, inputs + (7,), {}, torch.float32)
     got = _run(na2d_tiled, inputs + (7,), dict(tile=tile), torch.float32)
     _assert_all_close(got, exp, RTOL32, NA_NAMES if with_rpb else NA_NAMES[:-1])
+    with torch.no_grad():  # inference: the fused scaled_dot_product_attention path
+        out = na2d_tiled(*inputs, 7, tile=tile)
+    _assert_all_close([out], exp[:1], RTOL32, ['out (no grad)'])
 
 
 @pytest.mark.parametrize('ks,H,W', [(3, 5, 11), (5, 14, 9), (9, 20, 23), (13, 13, 30)])
@@ -99,6 +102,8 @@ def test_na_tiled_detection_size_float32():
     exp = _run(na2d_reference, inputs + (7,), {}, torch.float32)
     got = _run(na2d_tiled, inputs + (7,), {}, torch.float32)
     _assert_all_close(got, exp, RTOL32, NA_NAMES)
+    with torch.no_grad():
+        _assert_all_close([na2d_tiled(*inputs, 7)], exp[:1], RTOL32, ['out (no grad)'])
 
 
 def test_na_tiled_accepts_strided_views_and_returns_mergeable_layout():
@@ -128,12 +133,15 @@ def test_na_axis_plan_covers_every_window():
                     assert window <= set(keys[t].tolist()), (length, ks, tile, i)
 
 
-def test_na_tiled_no_grad_equals_grad_path():
-    inputs = _na_inputs(1, 2, 19, 22, 8, torch.float32)
-    with torch.no_grad():
-        a = na2d_tiled(*inputs, 7)
-    b = na2d_tiled(*inputs, 7)
-    assert torch.equal(a, b.detach())
+@pytest.mark.parametrize('amp_dtype', [torch.bfloat16, torch.float16])
+def test_na_tiled_inference_under_autocast(amp_dtype):
+    inputs = _na_inputs(2, 2, 19, 22, 16, torch.float32)
+    exp = na2d_reference(*inputs, 7)
+    half = [t.detach().to(amp_dtype) for t in inputs[:3]]
+    with torch.no_grad(), torch.autocast('cpu', dtype=amp_dtype):
+        out = na2d_tiled(*half, inputs[3].detach(), 7)
+    assert out.dtype == amp_dtype
+    _assert_all_close([out], [exp], RTOL_AMP, ['out'])
 
 
 # -- deformable attention ----------------------------------------------------------------------
@@ -375,3 +383,24 @@ def test_backbone_fast_paths_match_reference_float32():
     (ref_outs, ref_grads), (outs, grads) = results
     _assert_all_close(outs, ref_outs, RTOL32, [f'out{i}' for i in range(4)])
     _assert_all_close(list(grads.values()), list(ref_grads.values()), RTOL32, list(grads))
+
+
+@pytest.mark.parametrize('groups', [1, 2])
+def test_dmha_chunked_grid_sample_split_over_threads(groups):
+    """With fewer offset groups than threads the bias rows are split over several batch entries
+    of grid_sample (ATen's CPU kernel runs one thread per entry); values and gradients stay
+    those of the reference."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        inputs = _dmha_inputs(1, 4, groups, 10, 12, 3, 4, 8, (6, 6), torch.float64)
+        q, k, v, pos, qc, rpe, scale = inputs
+        plan = dmha_chunked_mod._Plan(q, k, v, pos, qc, rpe, scale, 20)
+        assert plan.split == 4 // groups and plan._split(20) == plan.split
+        exp = _dmha_run(dmha_reference, inputs)
+        got = _dmha_run(dmha_chunked, inputs, chunk=20)   # 120 queries: 6 chunks of 20
+        _assert_all_close(got, exp, 1e-12, DM_NAMES)
+        got = _dmha_run(dmha_chunked, inputs, chunk=30)   # 30 % 4 != 0: unsplit fallback
+        _assert_all_close(got, exp, 1e-12, DM_NAMES)
+    finally:
+        torch.set_num_threads(threads)

@@ -38,10 +38,14 @@ SAVE_PROBS_BYTES = 32 << 20
 _HALF = (torch.float16, torch.bfloat16)
 
 
-def _chunk_rows(B: int, nh: int, M: int, Ns: int, chunk: Optional[int]) -> int:
+def _chunk_rows(B: int, nh: int, M: int, Ns: int, chunk: Optional[int], multiple: int = 1
+                ) -> int:
     if chunk:
         return max(1, min(M, int(chunk)))
-    return max(1, min(M, CHUNK_ELEMS // max(1, B * nh * Ns)))
+    rows = max(1, min(M, CHUNK_ELEMS // max(1, B * nh * Ns)))
+    if rows < M and rows > multiple:  # B * rows divisible by the grid_sample split
+        rows -= rows % multiple
+    return rows
 
 
 class _Plan:
@@ -65,10 +69,21 @@ class _Plan:
         if self.use_bias:
             th, tw = rpe_table.shape[1:]
             self.table = rpe_table.to(self.acc).reshape(g, nh // g, th, tw)
-            # Coordinates flipped to grid_sample's (x, y) order once, on the small tensors.
-            self.pos = pos.to(self.acc).flip(-1).transpose(0, 1)           # (g, B, Ns, 2)
-            self.q_coords = q_coords.to(self.acc).flip(-1)                 # (M, 2)
-        self.rows = _chunk_rows(B, nh, M, Ns, chunk)
+            # Coordinates in grid_sample's (x, y) order and halved, once, on the small
+            # tensors: q/2 - pos/2 equals the reference's (q - pos) * 0.5 exactly (halving is
+            # exact in binary floating point).
+            self.pos = pos.to(self.acc).flip(-1).transpose(0, 1) * 0.5      # (g, B, Ns, 2)
+            self.pos_t = self.pos.permute(0, 1, 3, 2).contiguous()            # (g, B, 2, Ns)
+            self.q_coords = q_coords.to(self.acc).flip(-1) * 0.5              # (M, 2)
+        # ATen's CPU grid_sample runs one thread per batch entry (here: per offset group).
+        # With fewer groups than threads, the rows of each chunk are split over `split` batch
+        # entries that see the same (tiny) table, and the table gradients are summed back.
+        threads = torch.get_num_threads() if q.device.type == 'cpu' else 1
+        self.split = -(-threads // g) if self.use_bias and g < threads else 1
+        if self.split > 1:
+            self.table_split = self.table.unsqueeze(1).expand(
+                g, self.split, nh // g, th, tw).reshape(g * self.split, nh // g, th, tw)
+        self.rows = _chunk_rows(B, nh, M, Ns, chunk, self.split)
 
     def chunks(self):
         for m0 in range(0, self.M, self.rows):
@@ -77,19 +92,62 @@ class _Plan:
     def grid(self, m0, m1):
         g, B, Ns = self.g, self.B, self.Ns
         disp = self.pos.new_empty(g, B, m1 - m0, Ns, 2)
-        torch.sub(self.q_coords[None, None, m0:m1, None, :], self.pos[:, :, None, :, :],
-                  out=disp)
-        return disp.mul_(0.5).view(g, B * (m1 - m0), Ns, 2)
+        for a in (0, 1):  # one strided pass per coordinate vectorises over keys
+            torch.sub(self.q_coords[None, None, m0:m1, a, None], self.pos_t[:, :, None, a, :],
+                      out=disp[..., a])
+        return disp.view(g, B * (m1 - m0), Ns, 2)
+
+    def _split(self, rows):
+        return self.split if self.split > 1 and rows % self.split == 0 else 1
+
+    def bias(self, grid):
+        """``(g, h/g, B*Mc, Ns)`` bias sampled from the table at ``grid``."""
+        g, rows, hg = self.g, grid.shape[1], self.nh // self.g
+        p = self._split(rows)
+        if p == 1:
+            return F.grid_sample(self.table, grid, mode='bilinear', padding_mode='zeros',
+                                 align_corners=True)
+        out = F.grid_sample(self.table_split, grid.view(g * p, rows // p, self.Ns, 2),
+                            mode='bilinear', padding_mode='zeros', align_corners=True)
+        return out.view(g, p, hg, rows // p, self.Ns).transpose(1, 2).reshape(
+            g, hg, rows, self.Ns)
+
+    def bias_backward(self, ds, grid, need_table, need_pos):
+        """Gradients of the table ``(g, h/g, Th, Tw)`` and of ``grid`` from ``ds``
+        ``(g, h/g, B*Mc, Ns)``."""
+        g, rows, hg = self.g, grid.shape[1], self.nh // self.g
+        p = self._split(rows)
+        mask = [bool(need_table), bool(need_pos)]
+        if p == 1:
+            return torch.ops.aten.grid_sampler_2d_backward(ds, self.table, grid, 0, 0, True,
+                                                           mask)
+        ds = ds.view(g, hg, p, rows // p, self.Ns).transpose(1, 2).reshape(
+            g * p, hg, rows // p, self.Ns)
+        d_tab, d_grid = torch.ops.aten.grid_sampler_2d_backward(
+            ds, self.table_split, grid.view(g * p, rows // p, self.Ns, 2), 0, 0, True, mask)
+        if need_table:
+            d_tab = d_tab.view(g, p, hg, *d_tab.shape[2:]).sum(1)
+        if need_pos:
+            d_grid = d_grid.view(grid.shape)
+        return d_tab, d_grid
 
     def probs(self, m0, m1, grid=None):
         """Softmax probabilities of queries ``m0:m1``, ``(h, B, Mc, Ns)``, accumulation dtype."""
-        logits = torch.matmul(self.q[:, :, m0:m1], self.k.transpose(-1, -2))
-        logits = logits.to(self.acc).mul_(self.scale)
+        q = self.q[:, :, m0:m1]
         if self.use_bias:
             grid = self.grid(m0, m1) if grid is None else grid
-            bias = F.grid_sample(self.table, grid, mode='bilinear', padding_mode='zeros',
-                                 align_corners=True)                  # (g, h/g, B*Mc, Ns)
-            logits += bias.view(logits.shape)
+            bias = self.bias(grid)                                    # (g, h/g, B*Mc, Ns)
+            if self.dt == self.acc:
+                # one GEMM: bias += scale * q k^T (no separate scale and add passes)
+                hb, mc = self.nh * self.B, m1 - m0
+                logits = bias.view(hb, mc, self.Ns).baddbmm_(
+                    q.reshape(hb, mc, self.c), self.k.reshape(hb, self.Ns, self.c)
+                    .transpose(-1, -2), alpha=self.scale).view(self.nh, self.B, mc, self.Ns)
+            else:
+                logits = torch.matmul(q, self.k.transpose(-1, -2)).to(self.acc)
+                logits = logits.mul_(self.scale).add_(bias.view(logits.shape))
+        else:
+            logits = torch.matmul(q, self.k.transpose(-1, -2)).to(self.acc).mul_(self.scale)
         return torch.softmax(logits, dim=-1)
 
 
@@ -157,9 +215,9 @@ class _DMHAChunked(torch.autograd.Function):
                     dk += torch.matmul(ds_dt.transpose(-1, -2), plan.q[:, :, m0:m1])
                 if bias_grads:
                     g, Mc = plan.g, m1 - m0
-                    d_tab, d_grid = torch.ops.aten.grid_sampler_2d_backward(
-                        ds.view(g, plan.nh // g, plan.B * Mc, plan.Ns), plan.table, grid,
-                        0, 0, True, [bool(need_table), bool(need_pos)])
+                    d_tab, d_grid = plan.bias_backward(
+                        ds.view(g, plan.nh // g, plan.B * Mc, plan.Ns), grid, need_table,
+                        need_pos)
                     if need_table:
                         dtable += d_tab
                     if need_pos:

@@ -74,89 +74,110 @@ def axis_plan(length: int, ks: int, tile: int) -> _AxisPlan:
     return _AxisPlan(length, ks, tile)
 
 
-def _bias_pattern(rpb: Optional[torch.Tensor], py: torch.Tensor, px: torch.Tensor, nh: int,
-                  dtype, device) -> torch.Tensor:
-    """``(heads, tq_y*tq_x, halo_y*halo_x)``: rpb where the key is in the window, else -inf."""
-    py, px = py.to(device), px.to(device)
-    valid = (py[:, None, :, None] >= 0) & (px[None, :, None, :] >= 0)     # (ty, tx, hy, hx)
-    if rpb is None:
-        bias = torch.zeros((nh,) + valid.shape, dtype=dtype, device=device)
-    else:
-        bias = rpb[:, py.clamp(min=0)[:, None, :, None],
-                   px.clamp(min=0)[None, :, None, :]].to(dtype)
-    bias = bias.masked_fill(~valid, float('-inf'))
-    ty, tx, hy, hx = valid.shape
-    return bias.reshape(nh, ty * tx, hy * hx)
+class _MapPlan:
+    """Everything about a ``(H, W)`` map, kernel and tile that does not depend on the tensors:
+    the flat gather indices and the distinct bias patterns with the runs that use them."""
+
+    def __init__(self, H: int, W: int, ks: int, tile: int, device):
+        py, px = axis_plan(H, ks, tile), axis_plan(W, ks, tile)
+        self.py, self.px = py, px
+        ny, nx, ty, tx = py.n_tiles, px.n_tiles, py.tq, px.tq
+        rows = torch.arange(py.padded).clamp(max=H - 1).view(ny, 1, ty, 1)
+        cols = torch.arange(px.padded).clamp(max=W - 1).view(1, nx, 1, tx)
+        # tile-ordered queries (padding clamped onto the last row/column: those outputs are
+        # dropped and get zero gradient), tile-ordered halo keys, and for each map position
+        # its slot in the tile order
+        self.q_idx = (rows * W + cols).reshape(-1).to(device)
+        hy = py.keys.view(ny, 1, py.halo, 1)
+        hx = px.keys.view(1, nx, 1, px.halo)
+        self.k_idx = (hy * W + hx).reshape(-1).to(device)
+        r, c = torch.arange(H), torch.arange(W)
+        slot = ((r // ty)[:, None] * nx + (c // tx)[None, :]) * (ty * tx) + \
+            (r % ty)[:, None] * tx + (c % tx)[None, :]
+        self.slot = slot.reshape(-1).to(device)
+        # distinct (y pattern, x pattern) pairs: rpb index and window mask, (P, L, S)
+        pairs = sorted({(a, b) for _, _, a in py.runs for _, _, b in px.runs})
+        pair_id = {pair: i for i, pair in enumerate(pairs)}
+        idx, outside = [], []
+        for a, b in pairs:
+            ry, rx = py.patterns[a], px.patterns[b]                     # (tq, halo), -1: out
+            rel = ry.clamp(min=0)[:, None, :, None] * (2 * ks - 1) + \
+                rx.clamp(min=0)[None, :, None, :]
+            idx.append(rel.reshape(ty * tx, py.halo * px.halo))
+            out = (ry[:, None, :, None] < 0) | (rx[None, :, None, :] < 0)
+            outside.append(out.reshape(ty * tx, py.halo * px.halo))
+        self.pattern_idx = torch.stack(idx).to(device)
+        self.pattern_outside = torch.stack(outside).to(device)
+        self.runs = [(ys, ye, xs, xe, pair_id[(a, b)])
+                     for ys, ye, a in py.runs for xs, xe, b in px.runs]
+
+    def patterns(self, rpb: Optional[torch.Tensor], nh: int, dtype) -> torch.Tensor:
+        """``(heads, P, L, S)``: rpb inside each query's window, -inf outside."""
+        if rpb is None:
+            bias = torch.zeros((nh,) + self.pattern_idx.shape, dtype=dtype,
+                               device=self.pattern_idx.device)
+        else:
+            bias = rpb.reshape(nh, -1)[:, self.pattern_idx].to(dtype)
+        return bias.masked_fill(self.pattern_outside, float('-inf'))
+
+    def full_mask(self, patterns: torch.Tensor) -> torch.Tensor:
+        """``(heads, ny, nx, L, S)`` additive mask of every tile."""
+        nh, _, L, S = patterns.shape
+        mask = patterns.new_empty(nh, self.py.n_tiles, self.px.n_tiles, L, S)
+        for ys, ye, xs, xe, pid in self.runs:
+            mask[:, ys:ye, xs:xe] = patterns[:, pid, None, None]
+        return mask
 
 
-@functools.lru_cache(maxsize=256)
-def _flat_indices(plan_y: _AxisPlan, plan_x: _AxisPlan, W: int):
-    """Flat ``H*W`` indices: tile-ordered queries (padding clamped onto the last row/column),
-    tile-ordered halo keys, and for each map position its slot in the tile order."""
-    ny, nx, ty, tx = plan_y.n_tiles, plan_x.n_tiles, plan_y.tq, plan_x.tq
-    H = plan_y.keys.max().item() + 1
-    rows = torch.arange(plan_y.padded).clamp(max=H - 1).view(ny, 1, ty, 1)
-    cols = torch.arange(plan_x.padded).clamp(max=W - 1).view(1, nx, 1, tx)
-    queries = (rows * W + cols).reshape(-1)                           # (ny, nx, ty, tx)
-    hy = plan_y.keys.view(ny, 1, plan_y.halo, 1)
-    hx = plan_x.keys.view(1, nx, 1, plan_x.halo)
-    keys = (hy * W + hx).reshape(-1)                                  # (ny, nx, hy, hx)
-    r = torch.arange(H)
-    c = torch.arange(W)
-    slot = ((r // ty)[:, None] * nx + (c // tx)[None, :]) * (ty * tx) + \
-        (r % ty)[:, None] * tx + (c % tx)[None, :]
-    return queries, keys, slot.reshape(-1)
+_PLANS = {}
 
 
-_INDEX_CACHE = {}
-
-
-def _indices(plan_y, plan_x, W, device):
-    key = (id(plan_y), id(plan_x), W, str(device))
-    if key not in _INDEX_CACHE:
-        _INDEX_CACHE[key] = tuple(t.to(device) for t in _flat_indices(plan_y, plan_x, W))
-    return _INDEX_CACHE[key]
-
-
-def tiled_bias(rpb, plan_y: _AxisPlan, plan_x: _AxisPlan, nh: int, dtype, device):
-    """Run-by-run bias patterns: list of ``(ys, ye, xs, xe, (nh, tq*tq, halo*halo))``."""
-    cache = {}
-    items = []
-    for ys, ye, pyid in plan_y.runs:
-        for xs, xe, pxid in plan_x.runs:
-            key = (pyid, pxid)
-            if key not in cache:
-                cache[key] = _bias_pattern(rpb, plan_y.patterns[pyid], plan_x.patterns[pxid],
-                                           nh, dtype, device)
-            items.append((ys, ye, xs, xe, cache[key]))
-    return items
+def map_plan(H: int, W: int, ks: int, tile: int, device) -> _MapPlan:
+    key = (H, W, ks, tile, str(device))
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) > 256:
+            _PLANS.clear()
+        plan = _PLANS[key] = _MapPlan(H, W, ks, tile, device)
+    return plan
 
 
 def na2d_tiled(q, k, v, rpb, kernel_size: int, attn_drop: float = 0.0, training: bool = False,
                return_attn: bool = False, tile: int = None):
     """Neighbourhood attention by query tiles; same arguments and result as ``na2d_reference``.
 
-    Computes in ``q``'s dtype for the matmuls and in float32 for the softmax when ``q`` is a
-    half type (so bf16/fp16 autocast keeps the reference's accuracy or better).
+    Without autograd (inference) the tiles go through ``scaled_dot_product_attention`` with the
+    per-tile bias/mask as ``attn_mask`` (fused kernels on CPU and GPU). With autograd the
+    logits are explicit (``rpb`` needs the gradient of the mask, which fused kernels do not
+    give); the matmuls run in ``q``'s dtype, the softmax in float32 for half types.
     """
     B, nh, H, W, c = q.shape
-    plan_y = axis_plan(H, kernel_size, tile or DEFAULT_TILE)
-    plan_x = axis_plan(W, kernel_size, tile or DEFAULT_TILE)
-    ny, nx = plan_y.n_tiles, plan_x.n_tiles
-    q_idx, k_idx, slot = _indices(plan_y, plan_x, W, q.device)
+    plan = map_plan(H, W, kernel_size, tile or DEFAULT_TILE, q.device)
+    ny, nx = plan.py.n_tiles, plan.px.n_tiles
     # One gather each: (B, nh, H*W, c) views -> tile order (B, nh, ny, nx, tiles/halo, c).
-    qt = q.flatten(2, 3).index_select(2, q_idx).view(B, nh, ny, nx, -1, c)
-    kt = k.to(q.dtype).flatten(2, 3).index_select(2, k_idx).view(B, nh, ny, nx, -1, c)
-    vt = v.to(q.dtype).flatten(2, 3).index_select(2, k_idx).view(B, nh, ny, nx, -1, c)
-    logits = torch.matmul(qt, kt.transpose(-1, -2))
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    for ys, ye, xs, xe, bias in tiled_bias(rpb, plan_y, plan_x, nh, logits.dtype, q.device):
-        logits[:, :, ys:ye, xs:xe] += bias[None, :, None, None]
-    attn = logits.softmax(dim=-1).to(vt.dtype)
-    out = torch.matmul(attn, vt).view(B, nh, -1, c)
+    qt = q.flatten(2, 3).index_select(2, plan.q_idx).view(B, nh, ny, nx, -1, c)
+    kt = k.to(q.dtype).flatten(2, 3).index_select(2, plan.k_idx).view(B, nh, ny, nx, -1, c)
+    vt = v.to(q.dtype).flatten(2, 3).index_select(2, plan.k_idx).view(B, nh, ny, nx, -1, c)
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (q, k, v, rpb))
+    if needs_grad:
+        logits = torch.matmul(qt, kt.transpose(-1, -2))
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()
+        patterns = plan.patterns(rpb, nh, logits.dtype)
+        for ys, ye, xs, xe, pid in plan.runs:
+            logits[:, :, ys:ye, xs:xe] += patterns[None, :, pid, None, None]
+        attn = logits.softmax(dim=-1).to(vt.dtype)
+        out = torch.matmul(attn, vt)
+    else:
+        L, S = qt.shape[-2], kt.shape[-2]
+        mask = plan.full_mask(plan.patterns(rpb, nh, q.dtype)).view(1, nh * ny * nx, L, S)
+        out = F.scaled_dot_product_attention(
+            qt.view(B, nh * ny * nx, L, c), kt.view(B, nh * ny * nx, S, c),
+            vt.view(B, nh * ny * nx, S, c), attn_mask=mask, scale=1.0)
+    out = out.reshape(B, nh, -1, c)
     # Back to map order, laid out (B, H, W, nh, c) so that the caller's merge of heads is free.
-    out = out.transpose(1, 2).index_select(1, slot).view(B, H, W, nh, c)
+    out = out.transpose(1, 2).index_select(1, plan.slot).view(B, H, W, nh, c)
     return out.permute(0, 3, 1, 2, 4)
 
 
