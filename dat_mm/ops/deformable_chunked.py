@@ -109,7 +109,7 @@ class _Plan:
                                  align_corners=True)
         out = F.grid_sample(self.table_split, grid.view(g * p, rows // p, self.Ns, 2),
                             mode='bilinear', padding_mode='zeros', align_corners=True)
-        return out.view(g, p, hg, rows // p, self.Ns).transpose(1, 2).reshape(
+        return out.view(g, p, hg, rows // p, self.Ns).transpose(1, 2).contiguous().view(
             g, hg, rows, self.Ns)
 
     def bias_backward(self, ds, grid, need_table, need_pos):
