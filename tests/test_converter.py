@@ -134,6 +134,13 @@ class Classifier(nn.Module):
 
 
 ARCHS = [('tiny++', 2), ('tiny', 1)]
+# A narrow DAT++ (same block kinds and layout, fewer channels; stage 2 deep enough for
+# two-digit layer_norms indices) for the error and init_cfg tests.
+NARROW = dict(version=2, stages=[
+    dict(dim=16, depth=2, num_heads=1, blocks='ND', groups=1, stride=8, offset_kernel=9),
+    dict(dim=32, depth=2, num_heads=2, blocks='ND', groups=1, stride=4, offset_kernel=7),
+    dict(dim=64, depth=6, num_heads=4, blocks='ND', groups=2, stride=2, offset_kernel=5),
+    dict(dim=128, depth=2, num_heads=8, blocks='DD', groups=4, stride=1, offset_kernel=3)])
 
 
 def _seeded(seed, fn):
@@ -213,19 +220,19 @@ def test_published_dense_checkpoint_converts_and_loads_strictly(arch, version):
 
 # -- corrupted checkpoints -------------------------------------------------------------------
 @pytest.fixture(scope='module')
-def tiny_pp():
-    return _seeded(0, lambda: Classifier('tiny++')).eval()
+def narrow_cls():
+    return _seeded(0, lambda: Classifier(NARROW)).eval()
 
 
-def _convert_and_load(pub, arch='tiny++'):
+def _convert_and_load(pub, arch=NARROW):
     converted = convert_published_checkpoint({'model': pub})
     dst = Classifier(arch)
     check_state_dict_fits(dst, converted)
     dst.load_state_dict(converted, strict=True)
 
 
-def test_unmapped_key_is_an_error_naming_it(tiny_pp):
-    pub = to_published(tiny_pp.backbone, 2, head=tiny_pp.head.fc)
+def test_unmapped_key_is_an_error_naming_it(narrow_cls):
+    pub = to_published(narrow_cls.backbone, 2, head=narrow_cls.head.fc)
     pub['patch_embed.0.weight'] = pub.pop('patch_proj.0.weight')   # renamed
     pub['pos_embed'] = torch.zeros(3)                               # extra
     with pytest.raises(KeyError) as err:
@@ -233,8 +240,8 @@ def test_unmapped_key_is_an_error_naming_it(tiny_pp):
     assert 'patch_embed.0.weight' in str(err.value) and 'pos_embed' in str(err.value)
 
 
-def test_renamed_leaf_key_is_an_error_naming_it(tiny_pp):
-    pub = to_published(tiny_pp.backbone, 2, head=tiny_pp.head.fc)
+def test_renamed_leaf_key_is_an_error_naming_it(narrow_cls):
+    pub = to_published(narrow_cls.backbone, 2, head=narrow_cls.head.fc)
     pub['stages.0.attns.0.rbp'] = pub.pop('stages.0.attns.0.rpb')
     with pytest.raises((KeyError, RuntimeError)) as err:
         _convert_and_load(pub)
@@ -242,23 +249,23 @@ def test_renamed_leaf_key_is_an_error_naming_it(tiny_pp):
     assert 'attn.rbp' in msg and 'attn.rpb' in msg  # the unexpected and the missing key
 
 
-def test_missing_key_is_an_error_naming_it(tiny_pp):
-    pub = to_published(tiny_pp.backbone, 2, head=tiny_pp.head.fc)
+def test_missing_key_is_an_error_naming_it(narrow_cls):
+    pub = to_published(narrow_cls.backbone, 2, head=narrow_cls.head.fc)
     del pub['stages.2.attns.5.rpe_table']
     with pytest.raises((KeyError, RuntimeError), match=r'stages\.2\.blocks\.5\.attn\.rpe_table'):
         _convert_and_load(pub)
 
 
-def test_wrong_shape_is_an_error_naming_it(tiny_pp):
-    pub = to_published(tiny_pp.backbone, 2, head=tiny_pp.head.fc)
-    pub['stages.1.attns.2.rpb'] = torch.zeros(4, 11, 11)
+def test_wrong_shape_is_an_error_naming_it(narrow_cls):
+    pub = to_published(narrow_cls.backbone, 2, head=narrow_cls.head.fc)
+    pub['stages.2.attns.2.rpb'] = torch.zeros(4, 11, 11)
     with pytest.raises((KeyError, ValueError, RuntimeError),
-                       match=r'stages\.1\.blocks\.2\.attn\.rpb'):
+                       match=r'stages\.2\.blocks\.2\.attn\.rpb'):
         _convert_and_load(pub)
 
 
 def test_dense_checkpoint_with_unknown_keys_is_an_error_naming_them():
-    src = _seeded(0, lambda: DAT('tiny++'))
+    src = _seeded(0, lambda: DAT(NARROW))
     ckpt = _dense_checkpoint(src, 2)
     ckpt['state_dict']['backbone.absolute_pos_embed'] = torch.zeros(1)
     ckpt['state_dict']['ema_model.whatever'] = torch.zeros(1)
@@ -274,7 +281,7 @@ def test_not_a_checkpoint_is_an_error():
 
 
 # -- init_cfg=dict(type='Pretrained') --------------------------------------------------------
-def _pretrained(path, arch='tiny++', **kw):
+def _pretrained(path, arch=NARROW, **kw):
     m = _seeded(7, lambda: DAT(arch, init_cfg=dict(type='Pretrained', checkpoint=str(path),
                                                    **kw)))
     m.init_weights()
@@ -289,16 +296,16 @@ def _assert_same_params(dst, src, skip_norms=False):
         assert torch.equal(v, src_sd[k]), k
 
 
-def test_pretrained_published_classification_layout(tmp_path, tiny_pp):
+def test_pretrained_published_classification_layout(tmp_path, narrow_cls):
     path = tmp_path / 'dat_pp_t_in1k.pth'
-    torch.save({'model': to_published(tiny_pp.backbone, 2, head=tiny_pp.head.fc)}, path)
+    torch.save({'model': to_published(narrow_cls.backbone, 2, head=narrow_cls.head.fc)}, path)
     m = _pretrained(path)
     # the classifier's cls_norm does not become the dense output norms
-    _assert_same_params(m, tiny_pp.backbone, skip_norms=True)
+    _assert_same_params(m, narrow_cls.backbone, skip_norms=True)
 
 
 def test_pretrained_published_dense_layout(tmp_path):
-    src = _seeded(0, lambda: DAT('tiny++'))
+    src = _seeded(0, lambda: DAT(NARROW))
     path = tmp_path / 'mrcn_tiny.pth'
     torch.save(_dense_checkpoint(src, 2), path)
     _assert_same_params(_pretrained(path), src)
@@ -312,7 +319,7 @@ def test_pretrained_published_v1_dense_layout(tmp_path):
 
 
 def test_pretrained_dat_mm_layout_with_prefix(tmp_path):
-    src = _seeded(0, lambda: DAT('tiny++'))
+    src = _seeded(0, lambda: DAT(NARROW))
     path = tmp_path / 'ours.pth'
     torch.save({'state_dict': {'backbone.' + k: v for k, v in src.state_dict().items()},
                 'meta': {}}, path)
@@ -323,28 +330,28 @@ def test_pretrained_dat_mm_layout_with_prefix(tmp_path):
 
 
 def test_pretrained_mismatching_checkpoint_names_the_keys(tmp_path):
-    src = _seeded(0, lambda: DAT('tiny++'))
+    src = _seeded(0, lambda: DAT(NARROW))
     sd = src.state_dict()
-    del sd['stages.1.blocks.3.attn.rpe_table']
+    del sd['stages.2.blocks.3.attn.rpe_table']
     sd['stages.0.blocks.0.attn.extra'] = torch.zeros(1)
     path = tmp_path / 'broken.pth'
     torch.save(sd, path)
     with pytest.raises(KeyError) as err:
         _pretrained(path)
     msg = str(err.value)
-    assert 'stages.1.blocks.3.attn.rpe_table' in msg and 'stages.0.blocks.0.attn.extra' in msg
+    assert 'stages.2.blocks.3.attn.rpe_table' in msg and 'stages.0.blocks.0.attn.extra' in msg
 
 
 def test_pretrained_other_arch_names_the_shape_mismatch(tmp_path):
-    src = _seeded(0, lambda: DAT('tiny++'))
+    src = _seeded(0, lambda: DAT(NARROW))
     path = tmp_path / 'tiny.pth'
     torch.save(src.state_dict(), path)
     with pytest.raises(KeyError, match=r'shape mismatches.*stem\.0\.weight'):
-        load_backbone_weights(DAT('small++'), str(path))
+        load_backbone_weights(DAT('tiny++'), str(path))
 
 
-def test_pretrained_published_with_unknown_key_names_it(tmp_path, tiny_pp):
-    pub = to_published(tiny_pp.backbone, 2, head=tiny_pp.head.fc)
+def test_pretrained_published_with_unknown_key_names_it(tmp_path, narrow_cls):
+    pub = to_published(narrow_cls.backbone, 2, head=narrow_cls.head.fc)
     pub['stages.0.gamma'] = torch.zeros(1)
     path = tmp_path / 'odd.pth'
     torch.save({'model': pub}, path)

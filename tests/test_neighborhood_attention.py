@@ -30,9 +30,9 @@ def _grads(out, inputs, seed=1):
 
 
 # -- functional level ------------------------------------------------------------------------
-@pytest.mark.parametrize('H,W,ks', [(7, 7, 7), (9, 11, 7), (7, 13, 7), (8, 9, 7), (12, 10, 7),
-                                    (5, 6, 3), (6, 9, 5), (3, 3, 3)])
-@pytest.mark.parametrize('with_rpb', [True, False])
+@pytest.mark.parametrize('H,W,ks,with_rpb', [
+    (7, 7, 7, True), (9, 11, 7, True), (7, 13, 7, True), (12, 10, 7, True), (5, 6, 3, True),
+    (6, 9, 5, True), (3, 3, 3, True), (8, 9, 7, False)])
 def test_na2d_reference_matches_loop_forward_backward(H, W, ks, with_rpb):
     q, k, v, rpb = _qkv_rpb(2, 2, H, W, 4, ks)
     rpb_arg = rpb if with_rpb else None
@@ -78,8 +78,10 @@ def test_na2d_reference_gradcheck_k3():
 
 
 def test_na2d_reference_gradcheck_k7_on_8x9():
+    # fast mode (random projections of the Jacobians): the full one needs ~1200 evaluations
     q, k, v, rpb = _qkv_rpb(1, 1, 8, 9, 2, 7, seed=4)
-    assert torch.autograd.gradcheck(lambda *a: na2d_reference(*a, 7), (q, k, v, rpb))
+    assert torch.autograd.gradcheck(lambda *a: na2d_reference(*a, 7), (q, k, v, rpb),
+                                    fast_mode=True)
 
 
 # -- module level ----------------------------------------------------------------------------
@@ -91,7 +93,7 @@ def _module(dim=8, heads=2, ks=7, seed=0, dtype=DT, backend=None):
     return m
 
 
-MODULE_SIZES = [(9, 11), (7, 13), (14, 9), (3, 5), (1, 8), (6, 6), (8, 2), (1, 1), (7, 7)]
+MODULE_SIZES = [(9, 11), (7, 13), (3, 5), (1, 8), (6, 6), (8, 2), (1, 1)]
 
 
 @pytest.mark.parametrize('H,W', MODULE_SIZES)
