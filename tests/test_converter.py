@@ -8,7 +8,6 @@ prefix and ``norms`` of the det/seg checkpoints). Every key it produces is check
 spec's list of published names, so the model's parameters can hold the published weights;
 then the checkpoint is converted and loaded strictly, and must give the original outputs.
 """
-import math
 import re
 
 import pytest
