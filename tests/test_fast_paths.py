@@ -404,3 +404,18 @@ def test_dmha_chunked_grid_sample_split_over_threads(groups):
         _assert_all_close(got, exp, 1e-12, DM_NAMES)
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize('make,backend', [(_na_module, 'tiled'), (_dmha_module, 'chunked')])
+def test_modules_channels_last(make, backend):
+    """channels_last maps and weights: same numbers, and the output stays channels_last."""
+    m = make()
+    x = _smooth(2, 32, 17, 23)
+    names, exp = _module_grads(m, x, 'reference')
+    m = m.to(memory_format=torch.channels_last)
+    m.backend = backend
+    with torch.no_grad():
+        out = m(x.contiguous(memory_format=torch.channels_last))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    _, got = _module_grads(m, x.contiguous(memory_format=torch.channels_last), backend)
+    _assert_all_close(got, exp, RTOL32, names)

@@ -62,6 +62,7 @@ class _Plan:
         self.dt = q.dtype
         # float32 for half inputs, else the inputs' own dtype (float64 stays exact).
         self.acc = torch.float32 if q.dtype in _HALF else q.dtype
+        self.token_major = q.stride(-1) == 1 and M > 1 and c > 1
         self.q = q.transpose(0, 1)                                    # (h, B, M, c)
         self.k = k.to(self.dt).transpose(0, 1)                        # (h, B, Ns, c)
         self.v = v.to(self.dt).transpose(0, 1)
@@ -153,8 +154,12 @@ class _Plan:
 
 def _forward(plan: _Plan, keep_probs: bool):
     B, nh, M, c = plan.B, plan.nh, plan.M, plan.c
-    # Output laid out (B, heads, c, M): the module's merge of heads to NCHW is then free.
-    out = torch.empty(B, nh, c, M, dtype=plan.dt, device=plan.q.device).transpose(-1, -2)
+    # The output's memory follows the queries' so that the module's merge of heads back to a
+    # map is free: (B, heads, c, M) for NCHW maps, (B, M, heads, c) for channels_last ones.
+    if plan.token_major:
+        out = torch.empty(B, M, nh, c, dtype=plan.dt, device=plan.q.device).permute(0, 2, 1, 3)
+    else:
+        out = torch.empty(B, nh, c, M, dtype=plan.dt, device=plan.q.device).transpose(-1, -2)
     out_hb = out.transpose(0, 1)
     kept = []
     for m0, m1 in plan.chunks():
