@@ -39,9 +39,14 @@ env "${cuda_env[@]}" MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
     "$py" -m pip wheel -q --no-deps --no-build-isolation --no-cache-dir "$src" -w "$work/dist"
 
 # A wheel without the compiled ops is exactly the failure this script exists to prevent.
+# (Checked in Python: `zipfile -l | grep -q` fails under pipefail when grep exits early.)
+has_ops() {
+    "$py" -c 'import sys, zipfile
+names = zipfile.ZipFile(sys.argv[1]).namelist()
+sys.exit(0 if any(n.startswith("mmcv/_ext.") and n.endswith(".so") for n in names) else 1)' "$1"
+}
 for whl in "$work"/dist/mmcv-"$version"-*.whl; do
-    "$py" -m zipfile -l "$whl" | grep -q 'mmcv/_ext\.' \
-        || { echo "build_mmcv: $whl has no mmcv/_ext (ops were not compiled)" >&2; exit 1; }
+    has_ops "$whl" || { echo "build_mmcv: $whl has no mmcv/_ext (ops were not compiled)" >&2; exit 1; }
 done
 mkdir -p "$wheel_dir"
 # Move into place atomically so an interrupted build never leaves a half-written wheel.

@@ -46,7 +46,7 @@ fingerprint() {
     {
         cat "$root"/requirements/*.txt "$root/setup.py" "$root/pyproject.toml" \
             "$root"/tools/install/setup_env.sh "$root"/tools/install/build_mmcv.sh \
-            "$root"/tools/install/check_env.py 2>/dev/null
+            "$root"/tools/install/check_env.py 2>/dev/null || true
         echo "venv=$venv cuda=${DAT_MM_MMCV_CUDA:-0}"
         "$venv/bin/python" -c 'import sys; print(sys.version)' 2>/dev/null || true
     } | sha256sum | cut -d' ' -f1
