@@ -26,9 +26,13 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-#: Query tile edge. 8 measured best on the 2-core AVX-512 CPU this was written on (see
-#: docs/benchmarks.md); any value >= 1 is exact.
-DEFAULT_TILE = 8
+#: Candidate query tile edges (any value >= 1 is exact). The tile of a map is the candidate
+#: with the least estimated cost: tiles x (queries x halo keys per tile + TILE_OVERHEAD).
+#: Measured on the 2-core AVX-512 CPU this was written on (docs/benchmarks.md): 6-8 are within
+#: ~20% of each other at every DAT++ stage shape, smaller tiles lose to gather overhead and
+#: larger ones to masked-out work ((T + k - 1)^2 / k^2 keys per query).
+TILE_CANDIDATES = (6, 7, 8)
+TILE_OVERHEAD = 2000
 
 
 class _AxisPlan:
@@ -129,6 +133,31 @@ class _MapPlan:
         return mask
 
 
+class _AddRunBias(torch.autograd.Function):
+    """``logits[:, :, run tiles] += pattern`` for every run, in place; the backward passes the
+    gradient through and reduces it per pattern (autograd's own in-place-on-view handling
+    would copy the whole logits gradient once per run)."""
+
+    @staticmethod
+    def forward(ctx, logits, patterns, runs):
+        for ys, ye, xs, xe, pid in runs:
+            logits[:, :, ys:ye, xs:xe] += patterns[None, :, pid, None, None]
+        ctx.mark_dirty(logits)
+        ctx.runs = runs
+        ctx.shape = patterns.shape
+        return logits
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        d_patterns = None
+        if ctx.needs_input_grad[1]:
+            d_patterns = grad.new_zeros(ctx.shape)
+            for ys, ye, xs, xe, pid in ctx.runs:
+                d_patterns[:, pid] += grad[:, :, ys:ye, xs:xe].sum(dim=(0, 2, 3))
+        return grad, d_patterns, None
+
+
 _PLANS = {}
 
 
@@ -142,6 +171,14 @@ def map_plan(H: int, W: int, ks: int, tile: int, device) -> _MapPlan:
     return plan
 
 
+@functools.lru_cache(maxsize=256)
+def choose_tile(H: int, W: int, ks: int) -> int:
+    def cost(t):
+        py, px = axis_plan(H, ks, t), axis_plan(W, ks, t)
+        return py.n_tiles * px.n_tiles * (py.tq * px.tq * py.halo * px.halo + TILE_OVERHEAD)
+    return min(TILE_CANDIDATES, key=cost)
+
+
 def na2d_tiled(q, k, v, rpb, kernel_size: int, attn_drop: float = 0.0, training: bool = False,
                return_attn: bool = False, tile: int = None):
     """Neighbourhood attention by query tiles; same arguments and result as ``na2d_reference``.
@@ -152,7 +189,7 @@ def na2d_tiled(q, k, v, rpb, kernel_size: int, attn_drop: float = 0.0, training:
     give); the matmuls run in ``q``'s dtype, the softmax in float32 for half types.
     """
     B, nh, H, W, c = q.shape
-    plan = map_plan(H, W, kernel_size, tile or DEFAULT_TILE, q.device)
+    plan = map_plan(H, W, kernel_size, tile or choose_tile(H, W, kernel_size), q.device)
     ny, nx = plan.py.n_tiles, plan.px.n_tiles
     # One gather each: (B, nh, H*W, c) views -> tile order (B, nh, ny, nx, tiles/halo, c).
     qt = q.flatten(2, 3).index_select(2, plan.q_idx).view(B, nh, ny, nx, -1, c)
@@ -164,9 +201,7 @@ def na2d_tiled(q, k, v, rpb, kernel_size: int, attn_drop: float = 0.0, training:
         logits = torch.matmul(qt, kt.transpose(-1, -2))
         if logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()
-        patterns = plan.patterns(rpb, nh, logits.dtype)
-        for ys, ye, xs, xe, pid in plan.runs:
-            logits[:, :, ys:ye, xs:xe] += patterns[None, :, pid, None, None]
+        logits = _AddRunBias.apply(logits, plan.patterns(rpb, nh, logits.dtype), plan.runs)
         attn = logits.softmax(dim=-1).to(vt.dtype)
         out = torch.matmul(attn, vt)
     else:
