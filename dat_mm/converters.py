@@ -18,8 +18,11 @@ published                                               dat_mm
 =====================================================  ===================================
 
 The published LayerNorm wrappers add a ``.norm`` level (``*.norm.weight``) that dat_mm does
-not have. The v1 buffers ``relative_position_index`` and ``attn_mask`` are recomputed by
-dat_mm and dropped after a shape check. Any other key is an error that lists it.
+not have. Every published key must match one of the leaf names of the spec's section 4 (so a
+misspelt or foreign key is reported under its published name, without needing a model). The
+v1 window-attention buffers ``stages.{i}.attns.{j}.relative_position_index`` and ``.attn_mask``
+are recomputed by dat_mm: they are checked (Swin's index table; a 0/-100 mask of square windows)
+and dropped. Any other key is an error that lists it.
 """
 import re
 from collections import OrderedDict
@@ -28,24 +31,47 @@ from typing import Dict, Iterable, List, Tuple
 import torch
 
 NUM_STAGES = 4
-RECOMPUTED_BUFFERS = ('relative_position_index', 'attn_mask')
 # Non-backbone parts of the published mmdet 2 / mmseg 0.x models keep their names in
 # mmdet 3 / mmseg 1.
 DENSE_HEAD_PREFIXES = ('neck.', 'rpn_head.', 'roi_head.', 'bbox_head.', 'mask_head.',
                        'decode_head.', 'auxiliary_head.')
 
-_RULES = [
-    (re.compile(r'^patch_proj\.(\d+)\.(.*)$'), r'stem.\1.\2'),
-    (re.compile(r'^stages\.(\d+)\.local_perception_units\.(\d+)\.(.*)$'),
-     r'stages.\1.blocks.\2.lpu.\3'),
-    (re.compile(r'^stages\.(\d+)\.attns\.(\d+)\.(.*)$'), r'stages.\1.blocks.\2.attn.\3'),
-    (re.compile(r'^stages\.(\d+)\.mlps\.(\d+)\.(.*)$'), r'stages.\1.blocks.\2.mlp.\3'),
-    (re.compile(r'^down_projs\.(\d+)\.(.*)$'), r'downsamples.\1.\2'),
-    (re.compile(r'^norms\.(\d+)\.(.*)$'), r'norms.\1.\2'),
-    (re.compile(r'^cls_norm\.(.*)$'), rf'norms.{NUM_STAGES - 1}.\1'),
-]
-_LAYER_NORM = re.compile(r'^stages\.(\d+)\.layer_norms\.(\d+)\.(.*)$')
+_WB = r'(?:weight|bias)'
+_NORM_WB = r'(?:norm\.weight|norm\.bias)'
+_ATTN_LEAF = (rf'(?:(?:qkv|proj|proj_q|proj_k|proj_v|proj_out|proj_qkv|conv_offset\.0)\.{_WB}'
+              rf'|conv_offset\.1\.{_NORM_WB}|conv_offset\.3\.weight'
+              r'|rpb|rpe_table|relative_position_bias_table)')
+_MLP_LEAF = rf'(?:(?:linear1\.0|linear2\.0|dwc|chunk\.linear1|chunk\.linear2)\.{_WB})'
+# (published key pattern, dat_mm replacement); the wrapped-norm level is removed afterwards.
+_RULES = [(re.compile(p), r) for p, r in [
+    (rf'^patch_proj\.(\d+)\.({_WB}|{_NORM_WB})$', r'stem.\1.\2'),
+    (rf'^stages\.(\d+)\.local_perception_units\.(\d+)\.({_WB})$', r'stages.\1.blocks.\2.lpu.\3'),
+    (rf'^stages\.(\d+)\.attns\.(\d+)\.({_ATTN_LEAF})$', r'stages.\1.blocks.\2.attn.\3'),
+    (rf'^stages\.(\d+)\.mlps\.(\d+)\.({_MLP_LEAF})$', r'stages.\1.blocks.\2.mlp.\3'),
+    (rf'^down_projs\.(\d+)\.(0\.weight|1\.{_NORM_WB})$', r'downsamples.\1.\2'),
+    (rf'^norms\.(\d+)\.({_NORM_WB})$', r'norms.\1.\2'),
+    (rf'^cls_norm\.({_NORM_WB})$', rf'norms.{NUM_STAGES - 1}.\1'),
+]]
+_LAYER_NORM = re.compile(rf'^stages\.(\d+)\.layer_norms\.(\d+)\.({_NORM_WB})$')
 _WRAPPED_NORM = re.compile(r'\.norm\.(weight|bias)$')
+_V1_BUFFER = re.compile(r'^stages\.\d+\.attns\.\d+\.(relative_position_index|attn_mask)$')
+
+
+def _check_v1_buffer(key: str, kind: str, value: torch.Tensor) -> None:
+    """The published v1 buffers are recomputed; make sure they are what dat_mm recomputes."""
+    from dat_mm.models.layers.window_attn import relative_position_index
+    n = value.shape[-1] if value.ndim else 0
+    window = int(round(n ** 0.5))
+    ok = n > 0 and window * window == n
+    if ok and kind == 'relative_position_index':
+        ok = value.shape == (n, n) and torch.equal(value.long().cpu(),
+                                                   relative_position_index(window))
+    elif ok:
+        ok = value.ndim == 3 and value.shape[1:] == (n, n) and bool(
+            ((value == 0) | (value == -100)).all())
+    if not ok:
+        raise ValueError(f'{key}: shape {tuple(value.shape)} is not the Swin {kind} that '
+                         f'dat_mm recomputes; the checkpoint is not a published DAT v1 one')
 
 
 def is_published_layout(keys: Iterable[str]) -> bool:
@@ -74,7 +100,9 @@ def convert_backbone_state_dict(state: Dict[str, torch.Tensor]
     """Published backbone keys (no prefix, no ``cls_head``) -> (dat_mm keys, unmapped keys)."""
     out, unmapped = OrderedDict(), []
     for key, value in state.items():
-        if key.rsplit('.', 1)[-1] in RECOMPUTED_BUFFERS:
+        buffer = _V1_BUFFER.match(key)
+        if buffer:
+            _check_v1_buffer(key, buffer.group(1), value)
             continue
         new = _map_backbone_key(key)
         if new is None:

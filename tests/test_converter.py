@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from dat_mm import DAT
+from dat_mm.models.layers.window_attn import relative_position_index
 from dat_mm.converters import (check_state_dict_fits, convert_published_checkpoint,
                                load_backbone_weights)
 
@@ -242,10 +243,23 @@ def test_unmapped_key_is_an_error_naming_it(narrow_cls):
 def test_renamed_leaf_key_is_an_error_naming_it(narrow_cls):
     pub = to_published(narrow_cls.backbone, 2, head=narrow_cls.head.fc)
     pub['stages.0.attns.0.rbp'] = pub.pop('stages.0.attns.0.rpb')
-    with pytest.raises((KeyError, RuntimeError)) as err:
-        _convert_and_load(pub)
-    msg = str(err.value)
-    assert 'attn.rbp' in msg and 'attn.rpb' in msg  # the unexpected and the missing key
+    with pytest.raises(KeyError) as err:
+        convert_published_checkpoint({'model': pub})
+    # Named as published, without needing a model: every leaf must be one of the spec's.
+    assert 'stages.0.attns.0.rbp' in str(err.value)
+
+
+def test_v1_buffers_are_checked_not_blindly_dropped():
+    good = relative_position_index(7)
+    ok = {'patch_proj.0.weight': torch.zeros(1),
+          'stages.0.attns.0.relative_position_index': good}
+    assert list(convert_published_checkpoint({'model': ok})) == ['backbone.stem.0.weight']
+    bad = dict(ok, **{'stages.0.attns.0.relative_position_index': good.flip(0)})
+    with pytest.raises(ValueError, match='relative_position_index'):
+        convert_published_checkpoint({'model': bad})
+    stray = dict(ok, **{'foo.relative_position_index': good})
+    with pytest.raises(KeyError, match='foo.relative_position_index'):
+        convert_published_checkpoint({'model': stray})
 
 
 def test_missing_key_is_an_error_naming_it(narrow_cls):

@@ -25,6 +25,12 @@ axis at 0, the centre of ``[-1, 1]`` (with ``align_corners=True`` any coordinate
 pixel, so only the bias lookup depends on the choice), and a range-limited offset
 (``offset_range_factor >= 0``) on such an axis uses a range of ``factor`` instead of
 ``factor / (n - 1)``. Every other size is computed exactly as published.
+
+Input sizes for v1. The published v1 code reshapes ``rpe_table`` to ``(2H-1, 2W-1)`` of the
+actual input, so it only runs at its training resolution. dat_mm samples the table built for
+``img_size`` in normalised coordinates, exactly as DAT++ does: identical at the training
+resolution (where the shapes agree), and defined at every other size (dense tasks), where the
+authors' code fails.
 """
 import torch
 import torch.nn as nn
