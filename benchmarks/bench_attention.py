@@ -94,9 +94,13 @@ def main():
     p.add_argument('--modes', nargs='+', default=['fwd', 'fwdbwd'])
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--threads', type=int, default=None,
+                   help='torch.set_num_threads (default: torch\'s, one per core)')
     p.add_argument('--dtype', default='float32')
     p.add_argument('--no-memory', action='store_true', help='skip the peak-memory runs')
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     print('# bench_attention:', ' '.join(sys.argv[1:]) or '(defaults)')
     print(machine_info(args.device))

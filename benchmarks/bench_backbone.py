@@ -84,10 +84,14 @@ def main():
                         '(default: all)')
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--threads', type=int, default=None,
+                   help='torch.set_num_threads (default: torch\'s, one per core)')
     p.add_argument('--channels-last', action='store_true',
                    help='run DAT models and inputs in channels_last memory format')
     p.add_argument('--no-memory', action='store_true')
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print('# bench_backbone:', ' '.join(sys.argv[1:]) or '(defaults)')
     print(machine_info(args.device))
     peak = matmul_peak(args.device)

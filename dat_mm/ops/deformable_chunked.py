@@ -31,8 +31,8 @@ import torch.nn.functional as F
 #: Elements of a chunk's ``(heads, B, Mc, Ns)`` logits (float32: 8 MiB). Temporaries of a
 #: chunk are a small multiple of this.
 CHUNK_ELEMS = 1 << 21
-#: Probabilities of the whole call up to this size are kept for the backward pass instead of
-#: being recomputed (classification sizes); above it they are recomputed chunk by chunk.
+#: Probabilities and bias sampling grids of the whole call up to this size are kept for the
+#: backward pass (classification sizes); above it they are recomputed chunk by chunk.
 SAVE_PROBS_BYTES = 32 << 20
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -74,7 +74,7 @@ class _Plan:
             # tensors: q/2 - pos/2 equals the reference's (q - pos) * 0.5 exactly (halving is
             # exact in binary floating point).
             self.pos = pos.to(self.acc).flip(-1).transpose(0, 1) * 0.5      # (g, B, Ns, 2)
-            self.pos_t = self.pos.permute(0, 1, 3, 2).contiguous()            # (g, B, 2, Ns)
+            self.pos_flat = self.pos.reshape(g, B, 1, Ns * 2)
             self.q_coords = q_coords.to(self.acc).flip(-1) * 0.5              # (M, 2)
         # ATen's CPU grid_sample runs one thread per batch entry (here: per offset group).
         # With fewer groups than threads, the rows of each chunk are split over `split` batch
@@ -92,10 +92,11 @@ class _Plan:
 
     def grid(self, m0, m1):
         g, B, Ns = self.g, self.B, self.Ns
-        disp = self.pos.new_empty(g, B, m1 - m0, Ns, 2)
-        for a in (0, 1):  # one strided pass per coordinate vectorises over keys
-            torch.sub(self.q_coords[None, None, m0:m1, a, None], self.pos_t[:, :, None, a, :],
-                      out=disp[..., a])
+        # (Mc, Ns*2) query coordinates repeated over keys, then one subtraction with a long
+        # contiguous inner dimension (2-4x faster than broadcasting over a last dim of 2)
+        q_rep = self.q_coords[m0:m1].repeat(1, Ns)
+        disp = self.pos.new_empty(g, B, m1 - m0, Ns * 2)
+        torch.sub(q_rep, self.pos_flat, out=disp)
         return disp.view(g, B * (m1 - m0), Ns, 2)
 
     def _split(self, rows):
@@ -163,10 +164,11 @@ def _forward(plan: _Plan, keep_probs: bool):
     out_hb = out.transpose(0, 1)
     kept = []
     for m0, m1 in plan.chunks():
-        p = plan.probs(m0, m1)
+        grid = plan.grid(m0, m1) if plan.use_bias else None
+        p = plan.probs(m0, m1, grid)
         out_hb[:, :, m0:m1] = torch.matmul(p.to(plan.dt), plan.v)
         if keep_probs:
-            kept.append(p)
+            kept.append((p, grid))
     return out, kept
 
 
@@ -176,7 +178,8 @@ class _DMHAChunked(torch.autograd.Function):
     def forward(ctx, q, k, v, pos, q_coords, rpe_table, scale, chunk):
         with torch.autocast(q.device.type, enabled=False):
             plan = _Plan(q, k, v, pos, q_coords, rpe_table, scale, chunk)
-            nbytes = 4 * plan.B * plan.nh * plan.M * plan.Ns
+            nbytes = 4 * plan.B * plan.M * plan.Ns * (plan.nh + (2 * plan.g if plan.use_bias
+                                                                else 0))
             out, kept = _forward(plan, keep_probs=nbytes <= SAVE_PROBS_BYTES)
         ctx.plan_args = (scale, chunk)
         ctx.kept = kept
@@ -205,8 +208,11 @@ class _DMHAChunked(torch.autograd.Function):
                 dtable = torch.zeros_like(plan.table) if need_table else None
                 dgrid_sum = torch.zeros_like(plan.pos) if need_pos else None  # (g, B, Ns, 2)
             for i, (m0, m1) in enumerate(plan.chunks()):
-                grid = plan.grid(m0, m1) if bias_grads else None
-                p = ctx.kept[i] if ctx.kept else plan.probs(m0, m1, grid)
+                if ctx.kept:
+                    p, grid = ctx.kept[i]
+                else:
+                    grid = plan.grid(m0, m1) if plan.use_bias else None
+                    p = plan.probs(m0, m1, grid)
                 do = dout_hb[:, :, m0:m1]
                 if need_v:
                     dv += torch.matmul(p.to(dt).transpose(-1, -2), do)
