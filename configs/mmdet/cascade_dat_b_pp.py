@@ -1,7 +1,10 @@
 # Cascade Mask R-CNN + DAT-B++ FPN, 3x (36 epochs), multi-scale + crop augmentation.
-# Published: 54.5 box AP / 47.0 mask AP on COCO val2017 (authors' configs/dat/cmrcn_base_3x_8n_dp08_lr4.py).
-# Recipe: AdamW lr 4e-4 at a total batch of 64 (1 image x 64 GPUs), drop_path 0.8, fp32, activation checkpointing.
-_base_ = ['./_base_/cascade_mask_rcnn_dat_fpn.py', './_base_/coco_instance_ms_crop.py', './_base_/schedule_3x.py']
+# Published: 54.5 box AP / 47.0 mask AP on COCO val2017 (authors'
+# configs/dat/cmrcn_base_3x_8n_dp08_lr4.py).
+# Recipe: AdamW lr 4e-4 at a total batch of 64 (1 image x 64 GPUs), drop_path 0.8, fp32,
+# activation checkpointing.
+_base_ = ['./_base_/cascade_mask_rcnn_dat_fpn.py', './_base_/coco_instance_ms_crop.py',
+          './_base_/schedule_3x.py']
 
 # ImageNet-1k DAT-B++ weights: tools/model_converters/dat_official_to_mm.py --backbone-only
 # (or the published dat_pp_base_in1k_224.pth itself). Trains from random init if absent.

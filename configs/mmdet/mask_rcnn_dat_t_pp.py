@@ -1,7 +1,10 @@
 # Mask R-CNN + DAT-T++ FPN, 3x (36 epochs), multi-scale + crop augmentation.
-# Published: 50.5 box AP / 45.1 mask AP on COCO val2017 (authors' configs/dat/mrcn_tiny_3x_4n_dp03_lr4.py).
-# Recipe: AdamW lr 4e-4 at a total batch of 64 (2 images x 32 GPUs), drop_path 0.3, fp16 mixed precision, activation checkpointing.
-_base_ = ['./_base_/mask_rcnn_dat_fpn.py', './_base_/coco_instance_ms_crop.py', './_base_/schedule_3x.py']
+# Published: 50.5 box AP / 45.1 mask AP on COCO val2017 (authors'
+# configs/dat/mrcn_tiny_3x_4n_dp03_lr4.py).
+# Recipe: AdamW lr 4e-4 at a total batch of 64 (2 images x 32 GPUs), drop_path 0.3, fp16 mixed
+# precision, activation checkpointing.
+_base_ = ['./_base_/mask_rcnn_dat_fpn.py', './_base_/coco_instance_ms_crop.py',
+          './_base_/schedule_3x.py']
 
 # ImageNet-1k DAT-T++ weights: tools/model_converters/dat_official_to_mm.py --backbone-only
 # (or the published dat_pp_tiny_in1k_224.pth itself). Trains from random init if absent.

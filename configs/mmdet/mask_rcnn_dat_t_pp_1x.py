@@ -1,7 +1,10 @@
 # Mask R-CNN + DAT-T++ FPN, 1x (12 epochs), multi-scale + crop augmentation.
-# Published: 48.7 box AP / 43.7 mask AP on COCO val2017 (authors' configs/dat/mrcn_tiny_1x_4n_dp00_lr4.py).
-# Recipe: AdamW lr 4e-4 at a total batch of 64 (2 images x 32 GPUs), drop_path 0.0, fp16 mixed precision, activation checkpointing.
-_base_ = ['./_base_/mask_rcnn_dat_fpn.py', './_base_/coco_instance_ms_crop.py', './_base_/schedule_1x.py']
+# Published: 48.7 box AP / 43.7 mask AP on COCO val2017 (authors'
+# configs/dat/mrcn_tiny_1x_4n_dp00_lr4.py).
+# Recipe: AdamW lr 4e-4 at a total batch of 64 (2 images x 32 GPUs), drop_path 0.0, fp16 mixed
+# precision, activation checkpointing.
+_base_ = ['./_base_/mask_rcnn_dat_fpn.py', './_base_/coco_instance_ms_crop.py',
+          './_base_/schedule_1x.py']
 
 # ImageNet-1k DAT-T++ weights: tools/model_converters/dat_official_to_mm.py --backbone-only
 # (or the published dat_pp_tiny_in1k_224.pth itself). Trains from random init if absent.

@@ -1,7 +1,9 @@
 # RetinaNet + DAT-T++ FPN, 1x (12 epochs), multi-scale + crop augmentation.
 # Published: 46.8 box AP on COCO val2017 (authors' configs/dat/rtn_tiny_1x_4n_dp00_lr2.py).
-# Recipe: AdamW lr 2e-4 at a total batch of 64 (2 images x 32 GPUs), drop_path 0.0, fp16 mixed precision, activation checkpointing.
-_base_ = ['./_base_/retinanet_dat_fpn.py', './_base_/coco_detection_ms_crop.py', './_base_/schedule_1x.py']
+# Recipe: AdamW lr 2e-4 at a total batch of 64 (2 images x 32 GPUs), drop_path 0.0, fp16 mixed
+# precision, activation checkpointing.
+_base_ = ['./_base_/retinanet_dat_fpn.py', './_base_/coco_detection_ms_crop.py',
+          './_base_/schedule_1x.py']
 
 # ImageNet-1k DAT-T++ weights: tools/model_converters/dat_official_to_mm.py --backbone-only
 # (or the published dat_pp_tiny_in1k_224.pth itself). Trains from random init if absent.
@@ -10,5 +12,5 @@ pretrained = 'checkpoints/dat_t_pp_in1k_backbone.pth'
 model = dict(
     backbone=dict(arch='tiny++', drop_path_rate=0.0,
                   init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[128, 256, 512]))
+    neck=dict(in_channels=[64, 128, 256, 512]))
 optim_wrapper = dict(type='AmpOptimWrapper', loss_scale='dynamic', optimizer=dict(lr=2e-4))

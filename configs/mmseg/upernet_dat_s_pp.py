@@ -1,5 +1,6 @@
 # UperNet + DAT-S++, ADE20K 512x512, 160k iterations.
-# Published: 50.5 mIoU single-scale / 51.2 multi-scale on ADE20K val (authors' upn_small_160k_dp05_lr6.py).
+# Published: 50.5 mIoU single-scale / 51.2 multi-scale on ADE20K val (authors'
+# upn_small_160k_dp05_lr6.py).
 # Recipe: AdamW lr 6e-5 wd 0.01, 1500-iter warm-up + poly, 2 images x 8 GPUs, fp16,
 # drop_path 0.5, activation checkpointing.
 _base_ = ['./_base_/upernet_dat.py', 'mmseg::_base_/datasets/ade20k.py',

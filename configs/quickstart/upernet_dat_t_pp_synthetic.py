@@ -38,7 +38,7 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 
 # -- schedule: a few hundred iterations, short warm-up, evaluate at the end ----------------
-max_iters = 200
+max_iters = 120
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=20),

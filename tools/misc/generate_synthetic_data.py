@@ -20,7 +20,7 @@ from dat_mm.datasets import (DEFAULT_ROOTS, generate_ade20k_shapes, generate_coc
 
 MANIFEST = 'dat_mm_synthetic.json'
 DEFAULTS = dict(
-    coco=dict(num_train=64, num_val=16, size=192),
+    coco=dict(num_train=64, num_val=16, size=128),
     ade20k=dict(num_train=32, num_val=8, size=256),
     imagenet=dict(num_train=16, num_val=4, size=64),
 )

@@ -1,0 +1,324 @@
+"""Every config under configs/ loads and builds its model offline; the detection and
+segmentation configs state the published DAT++ recipes (DAT_SPEC.md section 3, the authors'
+DAT-Detection / DAT-Segmentation configs); the paramwise rules select exactly the parameters
+the authors excluded from weight decay; tools/train.py adapts GPU recipes to CPU as documented.
+"""
+import importlib
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+from dat_mm import DAT
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p for p in (ROOT / 'configs').rglob('*.py')
+                 if '_base_' not in p.parts and '__pycache__' not in p.parts)
+DIMS = {'tiny++': [64, 128, 256, 512], 'small++': [96, 192, 384, 768],
+        'base++': [128, 256, 512, 1024]}
+
+
+def _id(path):
+    return str(path.relative_to(ROOT / 'configs'))
+
+
+def _strings(node):
+    if isinstance(node, dict):
+        for v in node.values():
+            yield from _strings(v)
+    elif isinstance(node, (list, tuple)):
+        for v in node:
+            yield from _strings(v)
+    elif isinstance(node, str):
+        yield node
+
+
+def build_model(cfg):
+    scope = cfg.default_scope
+    init_default_scope(scope)
+    return importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
+
+
+def test_the_dense_configs_exist():
+    names = {_id(p) for p in CONFIGS}
+    expected = {f'mmdet/{n}.py' for n in (
+        'mask_rcnn_dat_t_pp', 'mask_rcnn_dat_t_pp_1x', 'mask_rcnn_dat_s_pp',
+        'mask_rcnn_dat_s_pp_1x', 'cascade_dat_t_pp', 'cascade_dat_t_pp_1x', 'cascade_dat_s_pp',
+        'cascade_dat_b_pp', 'retinanet_dat_t_pp', 'retinanet_dat_t_pp_1x', 'retinanet_dat_s_pp',
+        'retinanet_dat_s_pp_1x')}
+    expected |= {f'mmseg/{k}_dat_{s}_pp.py' for k in ('upernet', 'fpn') for s in 'tsb'}
+    expected |= {'quickstart/cascade_dat_s_pp_synthetic.py',
+                 'quickstart/upernet_dat_t_pp_synthetic.py'}
+    assert expected <= names, sorted(expected - names)
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=_id)
+def test_config_loads_and_builds_offline(path):
+    cfg = Config.fromfile(str(path))
+    assert cfg.default_scope in ('mmdet', 'mmseg', 'mmpretrain')
+    assert cfg.custom_imports == dict(imports=['dat_mm'], allow_failed_imports=False)
+    remote = [s for s in _strings(cfg.to_dict()) if '://' in s]
+    assert not remote, f'remote resources in an offline config: {remote}'
+    model = build_model(cfg)
+    assert isinstance(model.backbone, DAT)
+    backbone = cfg.model.backbone
+    if cfg.default_scope == 'mmpretrain':
+        return
+    # the neck / decode head reads what the backbone returns
+    outs = model.backbone.out_channels
+    if 'neck' in cfg.model:
+        assert list(cfg.model.neck.in_channels) == outs
+    else:
+        assert list(cfg.model.decode_head.in_channels) == outs
+        assert cfg.model.auxiliary_head.in_channels == DIMS[backbone.arch][2]
+    assert list(outs) == [DIMS[backbone.arch][i] for i in backbone.out_indices]
+    init = backbone.get('init_cfg')
+    if path.parent.name != 'quickstart':
+        # pretrained weights named through a path variable the user sets
+        assert init == dict(type='Pretrained', checkpoint=cfg.pretrained)
+        assert cfg.pretrained.startswith('checkpoints/dat_') and cfg.pretrained.endswith('.pth')
+
+
+def test_missing_pretrained_weights_warn_and_train_from_scratch(tmp_path, caplog):
+    """Configs name a default weights path; without the file the model still initialises."""
+    cfg = Config.fromfile(str(ROOT / 'configs/mmdet/retinanet_dat_t_pp_1x.py'))
+    cfg.model.backbone.init_cfg.checkpoint = str(tmp_path / 'absent.pth')
+    model = build_model(cfg)
+    before = model.backbone.stem[0].weight.detach().clone()
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    logger.propagate = True
+    try:
+        model.init_weights()
+    finally:
+        logger.propagate = False
+    assert any('not found' in r.getMessage() for r in caplog.records)
+    torch.testing.assert_close(model.backbone.stem[0].weight, before)
+
+
+# ---- the published recipes ------------------------------------------------------------------
+# file: (detector, arch, schedule, drop_path, lr, fp16, images per GPU)
+DET = {
+    'mask_rcnn_dat_t_pp.py': ('MaskRCNN', 'tiny++', '3x', 0.3, 4e-4, True, 2),
+    'mask_rcnn_dat_t_pp_1x.py': ('MaskRCNN', 'tiny++', '1x', 0.0, 4e-4, True, 2),
+    'mask_rcnn_dat_s_pp.py': ('MaskRCNN', 'small++', '3x', 0.5, 4e-4, True, 2),
+    'mask_rcnn_dat_s_pp_1x.py': ('MaskRCNN', 'small++', '1x', 0.1, 4e-4, True, 2),
+    'cascade_dat_t_pp.py': ('CascadeRCNN', 'tiny++', '3x', 0.1, 4e-4, True, 2),
+    'cascade_dat_t_pp_1x.py': ('CascadeRCNN', 'tiny++', '1x', 0.0, 4e-4, True, 2),
+    'cascade_dat_s_pp.py': ('CascadeRCNN', 'small++', '3x', 0.5, 4e-4, False, 2),
+    'cascade_dat_b_pp.py': ('CascadeRCNN', 'base++', '3x', 0.8, 4e-4, False, 1),
+    'retinanet_dat_t_pp.py': ('RetinaNet', 'tiny++', '3x', 0.2, 2e-4, True, 2),
+    'retinanet_dat_t_pp_1x.py': ('RetinaNet', 'tiny++', '1x', 0.0, 2e-4, True, 2),
+    'retinanet_dat_s_pp.py': ('RetinaNet', 'small++', '3x', 0.5, 2e-4, True, 2),
+    'retinanet_dat_s_pp_1x.py': ('RetinaNet', 'small++', '1x', 0.1, 2e-4, True, 2),
+}
+MS_SCALES = [(s, 1333) for s in range(480, 801, 32)]
+
+
+@pytest.mark.parametrize('name', sorted(DET))
+def test_detection_recipe_is_the_published_one(name):
+    detector, arch, sched, drop_path, lr, fp16, per_gpu = DET[name]
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'mmdet' / name))
+    assert cfg.model.type == detector
+    bb = cfg.model.backbone
+    assert (bb.type, bb.arch, bb.drop_path_rate, bb.with_cp) == ('DAT', arch, drop_path, True)
+    # optimiser: AdamW, wd 0.05, no decay on norms and position tables
+    ow = cfg.optim_wrapper
+    assert ow.type == ('AmpOptimWrapper' if fp16 else 'OptimWrapper')
+    assert ow.optimizer == dict(type='AdamW', lr=lr, betas=(0.9, 0.999), weight_decay=0.05)
+    assert ow.paramwise_cfg.norm_decay_mult == 0.0
+    for key in ('rpe_table', 'rpb', 'relative_position_bias_table', 'norm'):
+        assert ow.paramwise_cfg.custom_keys[key] == dict(decay_mult=0.0)
+    # total batch 64 (2 x 32 GPUs; B++ 1 x 64) recorded for --auto-scale-lr
+    assert cfg.auto_scale_lr == dict(enable=False, base_batch_size=64)
+    assert cfg.train_dataloader.batch_size == per_gpu
+    # 1x / 3x with a 500-iteration linear warm-up
+    epochs, steps = (12, [8, 11]) if sched == '1x' else (36, [27, 33])
+    assert cfg.train_cfg.max_epochs == epochs
+    warmup, step = cfg.param_scheduler
+    assert (warmup.type, warmup.by_epoch, warmup.begin, warmup.end,
+            warmup.start_factor) == ('LinearLR', False, 0, 500, 0.001)
+    assert (step.type, step.milestones, step.gamma, step.end) == ('MultiStepLR', steps, 0.1,
+                                                                   epochs)
+    # the DETR-style multi-scale + crop augmentation the authors used
+    pipe = cfg.train_dataloader.dataset.pipeline
+    choice = next(t for t in pipe if t.type == 'RandomChoice')
+    single, crop = choice.transforms
+    assert single == [dict(type='RandomChoiceResize', scales=MS_SCALES, keep_ratio=True)]
+    assert [t.type for t in crop] == ['RandomChoiceResize', 'RandomCrop', 'RandomChoiceResize']
+    assert crop[0].scales == [(400, 1333), (500, 1333), (600, 1333)]
+    assert (crop[1].crop_type, crop[1].crop_size) == ('absolute_range', (384, 600))
+    assert crop[2].scales == MS_SCALES
+    masks = detector != 'RetinaNet'
+    load = next(t for t in pipe if t.type == 'LoadAnnotations')
+    assert load.get('with_mask', False) == masks
+    assert cfg.val_evaluator.metric == (['bbox', 'segm'] if masks else 'bbox')
+    # the authors' necks / heads
+    neck = cfg.model.neck
+    if detector == 'MaskRCNN':
+        assert neck.add_extra_convs == 'on_input' and neck.num_outs == 5
+    if detector == 'CascadeRCNN':
+        assert not neck.get('add_extra_convs')
+        heads = cfg.model.roi_head.bbox_head
+        assert [h.type for h in heads] == ['ConvFCBBoxHead'] * 3
+        assert all(h.num_shared_convs == 4 and h.num_shared_fcs == 1 and h.reg_decoded_bbox
+                   and h.loss_bbox == dict(type='GIoULoss', loss_weight=10.0)
+                   and h.norm_cfg.type == 'SyncBN' for h in heads)
+        assert [h.bbox_coder.target_stds for h in heads] == [
+            [0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1], [0.033, 0.033, 0.067, 0.067]]
+    if detector == 'RetinaNet':
+        # C3..C5 into FPN, P6/P7 from C5: the published RetinaNet neck; all four stages
+        # returned as published (the C2 output is unused: DDP must know)
+        assert bb.out_indices == (0, 1, 2, 3)
+        assert (neck.start_level, neck.add_extra_convs, neck.num_outs) == (1, 'on_input', 5)
+        assert cfg.find_unused_parameters is True
+
+
+# file: (decode head, arch, drop_path)
+SEG = {
+    'upernet_dat_t_pp.py': ('UPerHead', 'tiny++', 0.3),
+    'upernet_dat_s_pp.py': ('UPerHead', 'small++', 0.5),
+    'upernet_dat_b_pp.py': ('UPerHead', 'base++', 0.7),
+    'fpn_dat_t_pp.py': ('FPNHead', 'tiny++', 0.4),
+    'fpn_dat_s_pp.py': ('FPNHead', 'small++', 0.4),
+    'fpn_dat_b_pp.py': ('FPNHead', 'base++', 0.7),
+}
+
+
+@pytest.mark.parametrize('name', sorted(SEG))
+def test_segmentation_recipe_is_the_published_one(name):
+    head, arch, drop_path = SEG[name]
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'mmseg' / name))
+    bb = cfg.model.backbone
+    upernet = head == 'UPerHead'
+    assert (bb.type, bb.arch, bb.drop_path_rate, bb.with_cp) == ('DAT', arch, drop_path, upernet)
+    assert cfg.model.decode_head.type == head and cfg.model.decode_head.num_classes == 150
+    assert cfg.model.pretrained is None
+    # ADE20K, 512x512 crops, reduce_zero_label
+    assert cfg.train_dataloader.dataset.type == 'ADE20KDataset'
+    assert cfg.model.data_preprocessor.size == (512, 512)
+    crop = next(t for t in cfg.train_pipeline if t.type == 'RandomCrop')
+    assert crop.crop_size == (512, 512)
+    assert next(t for t in cfg.train_pipeline
+                if t.type == 'LoadAnnotations').reduce_zero_label is True
+    assert (cfg.val_evaluator.type, cfg.val_evaluator.iou_metrics) == ('IoUMetric', ['mIoU'])
+    ow = cfg.optim_wrapper
+    if upernet:
+        # AdamW 6e-5, wd 0.01, 1500-iter warm-up + poly(1.0), 160k, 2 x 8 GPUs, fp16
+        assert ow.type == 'AmpOptimWrapper'
+        assert ow.optimizer == dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999),
+                                    weight_decay=0.01)
+        warmup, poly = cfg.param_scheduler
+        assert (warmup.type, warmup.start_factor, warmup.end, warmup.by_epoch) == (
+            'LinearLR', 1e-6, 1500, False)
+        assert (poly.type, poly.power, poly.eta_min, poly.begin, poly.end) == (
+            'PolyLR', 1.0, 0.0, 1500, 160000)
+        assert cfg.train_cfg.max_iters == 160000
+        assert (cfg.train_dataloader.batch_size, cfg.auto_scale_lr.base_batch_size) == (2, 16)
+        assert cfg.model.auxiliary_head.type == 'FCNHead'
+    else:
+        # the "80k" Semantic FPN schedule as published: 40k iterations at 4 x 8 GPUs
+        assert ow.type == 'OptimWrapper'
+        assert ow.optimizer == dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999),
+                                    weight_decay=1e-4)
+        (poly,) = cfg.param_scheduler
+        assert (poly.type, poly.power, poly.eta_min, poly.end) == ('PolyLR', 0.9, 0.0, 40000)
+        assert cfg.train_cfg.max_iters == 40000
+        assert (cfg.train_dataloader.batch_size, cfg.auto_scale_lr.base_batch_size) == (4, 32)
+    assert cfg.auto_scale_lr.enable is False
+
+
+# ---- weight decay rules -----------------------------------------------------------------
+NO_DECAY_TABLES = ('rpe_table', 'rpb', 'relative_position_bias_table')
+
+
+def _decays(cfg):
+    from mmengine.optim import build_optim_wrapper
+    model = build_model(cfg)
+    ow_cfg = cfg.optim_wrapper.copy()
+    ow_cfg.type = 'OptimWrapper'            # AmpOptimWrapper needs a GPU
+    ow_cfg.pop('loss_scale', None)
+    optim = build_optim_wrapper(model, ow_cfg)
+    decay_of = {}
+    for group in optim.optimizer.param_groups:
+        for p in group['params']:
+            decay_of[id(p)] = group['weight_decay']
+    return model, decay_of
+
+
+def _norm_params(module, kinds):
+    return {id(p) for m in module.modules() if isinstance(m, kinds)
+            for p in m.parameters(recurse=False)}
+
+
+@pytest.mark.parametrize('config,arch', [('mmdet/mask_rcnn_dat_t_pp_1x.py', 'tiny++'),
+                                         ('mmseg/upernet_dat_t_pp.py', 'tiny++'),
+                                         ('mmseg/upernet_dat_t_pp.py', 'tiny')])
+def test_no_weight_decay_on_norms_and_position_tables(config, arch):
+    cfg = Config.fromfile(str(ROOT / 'configs' / config))
+    cfg.model.backbone.arch = arch
+    cfg.model.backbone.init_cfg = None
+    if 'neck' in cfg.model:
+        cfg.model.neck.in_channels = [96, 192, 384, 768] if arch == 'tiny' else DIMS[arch]
+    else:
+        dims = [96, 192, 384, 768] if arch == 'tiny' else DIMS[arch]
+        cfg.model.decode_head.in_channels = dims
+        cfg.model.auxiliary_head.in_channels = dims[2]
+    model, decay_of = _decays(cfg)
+    wd = cfg.optim_wrapper.optimizer.weight_decay
+    backbone_ln = _norm_params(model.backbone, nn.LayerNorm)
+    head_bn = _norm_params(model, (nn.BatchNorm2d, nn.SyncBatchNorm)) - backbone_ln
+    tables = {id(p) for n, p in model.named_parameters()
+              if n.rsplit('.', 1)[-1] in NO_DECAY_TABLES}
+    assert tables and backbone_ln
+    no_decay = {i for i, d in decay_of.items() if d == 0}
+    assert {i for i, d in decay_of.items()} == {id(p) for p in model.parameters()}
+    if cfg.default_scope == 'mmdet':   # norm_decay_mult=0: every norm layer, heads included
+        assert no_decay == backbone_ln | tables | head_bn
+    else:                              # the authors' segmentation rule: backbone norms only
+        assert head_bn
+        assert no_decay == backbone_ln | tables
+    assert all(d == pytest.approx(wd) for i, d in decay_of.items() if i not in no_decay)
+
+
+# ---- tools/train.py on a machine without a GPU ---------------------------------------------
+def _train_tool():
+    spec = importlib.util.spec_from_file_location('dat_mm_train_tool',
+                                                  ROOT / 'tools' / 'train.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU adaptation')
+def test_cpu_adaptation_of_gpu_recipes():
+    tool = _train_tool()
+    cfg = Config.fromfile(str(ROOT / 'configs/mmseg/upernet_dat_t_pp.py'))
+    tool.adapt_to_device(cfg, 'pytorch')
+    assert cfg.optim_wrapper.type == 'OptimWrapper' and 'loss_scale' not in cfg.optim_wrapper
+    assert cfg.env_cfg.dist_cfg.backend == 'gloo'
+    assert cfg.model_wrapper_cfg.device_ids is None
+    assert 'SyncBN' not in str(cfg.model) and cfg.model.decode_head.norm_cfg.type == 'BN'
+    # single process: the Runner reverts SyncBN itself; nothing but the optimiser changes
+    cfg = Config.fromfile(str(ROOT / 'configs/mmdet/cascade_dat_t_pp.py'))
+    tool.adapt_to_device(cfg, 'none')
+    assert cfg.optim_wrapper.type == 'OptimWrapper' and 'model_wrapper_cfg' not in cfg
+    assert cfg.model.roi_head.bbox_head[0].norm_cfg.type == 'SyncBN'
+    # an explicit --amp cannot be honoured: an error, not a silent fp32 run
+    cfg = Config.fromfile(str(ROOT / 'configs/mmdet/cascade_dat_t_pp.py'))
+    with pytest.raises(RuntimeError, match='--amp needs a GPU'):
+        tool.adapt_to_device(cfg, 'none', amp_requested=True)
+
+
+def test_scope_comes_from_the_config(tmp_path):
+    tool = _train_tool()
+    assert tool.config_scope(Config.fromfile(str(ROOT / 'configs/mmseg/fpn_dat_t_pp.py'))) \
+        == 'mmseg'
+    bad = tmp_path / 'noscope.py'
+    bad.write_text('model = dict(type="X")\n')
+    with pytest.raises(ValueError, match='default_scope'):
+        tool.config_scope(Config.fromfile(str(bad)))
