@@ -1,24 +1,33 @@
 """Whole backbones: DAT-T++ / DAT-S++ (fast paths and reference) against mmdet's Swin-T/S.
 
 Cases (override with --cases): 224x224 batch 8 inference (eval, no grad) and train step, and
-800x1344 batch 1 train step. A *train step* is forward + backward of the mean of every output
-map (the dense-task backbone returns 4 maps) in train mode, gradients zeroed before each step;
-no optimizer (its cost depends only on the parameter count).
+800x1344 batch 1 train step. A *train step* is forward + backward of a fixed random linear
+function of every output map (the dense-task backbone returns 4 maps) in train mode (drop path as the presets: DAT-T++
+0.2, DAT-S++ 0.4, Swin 0.2/0.3), gradients set to None before each step; no optimizer (its
+cost depends only on the parameter count).
+
+Every (case, model, attention path) runs in its own subprocess, so that the peak-memory
+figures do not see each other's allocations and a run that exhausts the machine's memory is
+reported as failed instead of ending the benchmark.
 
 Printed per row: median time, peak memory (see benchmarks/common.py), the error of the fast
 path vs the reference path of the same model (norm-relative, worst over the 4 outputs and,
-for train steps, the parameter gradients), the time ratio vs Swin of the same size and vs
-the reference path, the model's FLOPs (MACs of one forward pass as counted by
-dat_mm.analysis.count_model, x2 for FLOPs, x3 for a train step) and the achieved FLOP/s as a
-fraction of the machine's measured float32 matmul peak (same run).
+for train steps, every parameter gradient but the analytically zero one of proj_k.bias), the
+time ratio vs Swin of the same size and vs the reference path, the model's FLOPs (MACs of one
+forward pass as counted by dat_mm.analysis.count_model, x2 for FLOPs, x3 for a train step)
+and the achieved FLOP/s as a fraction of the machine's float32 matmul peak measured in the
+same run.
 
     python benchmarks/bench_backbone.py
     python benchmarks/bench_backbone.py --models dat-t++ swin-t --cases 224x224x8:infer
 """
 import argparse
 import copy
+import json
 import os
+import subprocess
 import sys
+import tempfile
 
 import torch
 
@@ -26,14 +35,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (fmt_mib, fmt_ms, load_average, machine_info, matmul_peak,  # noqa: E402
                     median, peak_memory, rel_err, table, time_call)
 
-from dat_mm import DAT  # noqa: E402
-from dat_mm.analysis import count_model  # noqa: E402
-
-SWIN = {  # mmdet SwinTransformer settings of the Swin-T / Swin-S detection configs
+SWIN = {  # mmdet SwinTransformer as in mmdet's Swin-T / Swin-S detection configs
     'swin-t': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),
                    drop_path_rate=0.2),
     'swin-s': dict(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24),
-                   drop_path_rate=0.2),
+                   drop_path_rate=0.3),
 }
 DAT_ARCH = {'dat-t++': 'tiny++', 'dat-s++': 'small++'}
 PAIR = {'dat-t++': 'swin-t', 'dat-s++': 'swin-s'}
@@ -44,7 +50,7 @@ def build(name, backend=None):
         from mmdet.models.backbones import SwinTransformer
         return SwinTransformer(window_size=7, mlp_ratio=4, qkv_bias=True,
                                out_indices=(0, 1, 2, 3), **SWIN[name])
-    # the published dense-task settings (drop path as the ImageNet preset)
+    from dat_mm import DAT
     return DAT(DAT_ARCH[name], attn_backend=backend)
 
 
@@ -64,13 +70,78 @@ def step_fn(model, x, mode):
     compared = [p for n, p in model.named_parameters()
                 if p.requires_grad and not n.endswith('proj_k.bias')]
 
+    weights = []
+
     def run():
         for p in params:
             p.grad = None
         outs = model(x)
-        sum(o.float().mean() for o in outs).backward()
+        if not weights:  # fixed random weights per output (made in the first, untimed call)
+            g = torch.Generator().manual_seed(2)
+            weights.extend(torch.randn(o.shape, generator=g).to(o.device) / o.numel()
+                           for o in outs)
+        # a fixed random projection of each map: the outputs end in a LayerNorm, whose plain
+        # mean or mean square have zero gradient (nothing but rounding noise to compare)
+        sum((o.float() * w).sum() for o, w in zip(outs, weights)).backward()
         return [o.detach() for o in outs] + [p.grad for p in compared]
     return run
+
+
+def worker(args):
+    """One (case, model, path) measurement; prints a JSON line."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    size, mode = args.case.split(':')
+    H, W, B = (int(v) for v in size.split('x'))
+    torch.manual_seed(0)
+    model = build(args.model, args.backend).to(args.device)
+    x = torch.randn(B, 3, H, W, generator=torch.Generator().manual_seed(0)).to(args.device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    run = step_fn(model, x, mode)
+    amp = (torch.autocast(torch.device(args.device).type, dtype=getattr(torch, args.amp))
+           if args.amp else None)
+
+    def call():
+        if amp is None:
+            return run()
+        with amp:
+            return run()
+    torch.manual_seed(1)  # the same drop-path draws for both attention paths
+    vals = call()
+    result = {}
+    if args.save_vals:
+        torch.save([v.cpu() for v in vals], args.save_vals)
+    if args.compare_vals:
+        other = torch.load(args.compare_vals)
+        result['err'] = max(rel_err(a.to(b.device), b) for a, b in zip(other, vals))
+    del vals
+    times = time_call(call, args.device, repeats=args.repeats, warmup=0)
+    result['t'] = median(times)
+    result['times'] = times
+    result['mem'] = None if args.no_memory else peak_memory(call, args.device)
+    print('RESULT ' + json.dumps(result), flush=True)
+
+
+def run_worker(args, case, model, backend, extra):
+    cmd = [sys.executable, os.path.abspath(__file__), '--worker', '--case', case, '--model',
+           model, '--repeats', str(args.repeats), '--device', args.device] + extra
+    if backend:
+        cmd += ['--backend', backend]
+    for flag in ('threads', 'amp'):
+        if getattr(args, flag):
+            cmd += [f'--{flag}', str(getattr(args, flag))]
+    if args.channels_last and model in DAT_ARCH:
+        cmd.append('--channels-last')
+    if args.no_memory:
+        cmd.append('--no-memory')
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith('RESULT '):
+            return json.loads(line[7:])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    return {'failed': f'exit {proc.returncode}: ' + ' / '.join(tail)[-300:]}
 
 
 def main():
@@ -88,75 +159,77 @@ def main():
                    help='torch.set_num_threads (default: torch\'s, one per core)')
     p.add_argument('--channels-last', action='store_true',
                    help='run DAT models and inputs in channels_last memory format')
+    p.add_argument('--amp', default=None, help='autocast dtype, e.g. bfloat16')
     p.add_argument('--no-memory', action='store_true')
+    # worker mode (internal)
+    p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
+    p.add_argument('--case', help=argparse.SUPPRESS)
+    p.add_argument('--model', help=argparse.SUPPRESS)
+    p.add_argument('--backend', default=None, help=argparse.SUPPRESS)
+    p.add_argument('--save-vals', default=None, help=argparse.SUPPRESS)
+    p.add_argument('--compare-vals', default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.worker:
+        return worker(args)
     if args.threads:
         torch.set_num_threads(args.threads)
+    from dat_mm.analysis import count_model
     print('# bench_backbone:', ' '.join(sys.argv[1:]) or '(defaults)')
     print(machine_info(args.device))
     peak = matmul_peak(args.device)
     print(f'measured float32 matmul peak: {peak / 1e9:.0f} GFLOP/s (4096^3 torch.mm, best of 5)')
     ref_cases = args.cases if args.reference is None else args.reference
     rows = []
+    tmp = tempfile.mkdtemp(prefix='dat_mm_bench_')
     for case in args.cases:
         size, mode = case.split(':')
         H, W, B = (int(v) for v in size.split('x'))
-        x = torch.randn(B, 3, H, W, generator=torch.Generator().manual_seed(0)).to(args.device)
-        times = {}
+        results = {}
         for name in args.models:
-            torch.manual_seed(0)
-            model = build(name).to(args.device)
-            macs = count_model(copy.deepcopy(model).cpu(), (B, 3, H, W), device='meta').flops
+            macs = count_model(build(name), (B, 3, H, W), device='meta').flops
             flops = 2 * macs * (3 if mode == 'train' else 1)
-            variants = [('fast' if name in DAT_ARCH else '', None)]
+            vals = os.path.join(tmp, 'vals.pt')
+            paths = [('fast' if name in DAT_ARCH else '-', None, ['--save-vals', vals])]
             if name in DAT_ARCH and case in ref_cases:
-                variants.append(('reference', 'reference'))
-            ref_vals = None
-            for label, backend in variants:
-                for m in model.modules():
-                    if hasattr(m, 'backend') and name in DAT_ARCH:
-                        m.backend = backend
-                xi = x
-                if args.channels_last and name in DAT_ARCH:
-                    model = model.to(memory_format=torch.channels_last)
-                    xi = x.contiguous(memory_format=torch.channels_last)
-                run = step_fn(model, xi, mode)
-                torch.manual_seed(1)  # same drop-path draws for both paths
-                vals = run()
-                if label == 'reference':
-                    ref_vals = vals
-                else:
-                    fast_vals = vals
-                del vals
-                ts = time_call(run, args.device, repeats=args.repeats)
-                mem = None if args.no_memory else peak_memory(run, args.device)
-                times[(name, label)] = (median(ts), mem)
-                print(f'  done {case} {name} {label}: {fmt_ms(median(ts))} ms', flush=True)
-            err = '-'
-            if ref_vals is not None:
-                err = f'{max(rel_err(a, b) for a, b in zip(fast_vals, ref_vals)):.1e}'
-            fast_vals = ref_vals = None
-            for label, _ in variants:
-                t, mem = times[(name, label)]
-                rows.append(dict(case=case, model=name, path=label or '-', t=t, mem=mem,
-                                 err=err if label == 'fast' else '-', flops=flops))
-            del model
+                paths.append(('reference', 'reference', ['--compare-vals', vals]))
+            for label, backend, extra in paths:
+                r = run_worker(args, case, name, backend, extra)
+                r.update(case=case, model=name, path=label, flops=flops)
+                results[(name, label)] = r
+                rows.append(r)
+                print(f'  {case} {name} {label}: ' + (r['failed'] if 'failed' in r else
+                      f"{fmt_ms(r['t'])} ms, times {[round(t, 3) for t in r['times']]}"),
+                      flush=True)
+            if os.path.exists(vals):
+                os.remove(vals)
         for r in rows:
-            if r['case'] != case:
+            if r['case'] != case or 'failed' in r:
                 continue
-            swin = times.get((PAIR.get(r['model']), ''))
-            r['vs_swin'] = f"{r['t'] / swin[0]:.2f}" if swin else '-'
-            ref = times.get((r['model'], 'reference'))
-            r['vs_ref'] = (f"{ref[0] / r['t']:.2f}" if ref and r['path'] == 'fast' else '-')
-            r['mem_vs_ref'] = (f"{r['mem'] / ref[1]:.2f}" if ref and r['path'] == 'fast'
-                               and r['mem'] and ref[1] else '-')
+            swin = results.get((PAIR.get(r['model']), '-'))
+            r['vs_swin'] = (f"{r['t'] / swin['t']:.2f}" if swin and 'failed' not in swin
+                            else '-')
+            ref = results.get((r['model'], 'reference'))
+            ok = r['path'] == 'fast' and ref and 'failed' not in ref
+            r['vs_ref'] = f"{ref['t'] / r['t']:.2f}" if ok else '-'
+            r['mem_vs_ref'] = (f"{r['mem'] / ref['mem']:.2f}" if ok and r['mem'] and ref['mem']
+                               else '-')
+            if r['path'] == 'fast' and ref and 'err' in ref:
+                r['err_s'] = f"{ref['err']:.1e}"
+    os.rmdir(tmp)
     print()
+    body = []
+    for r in rows:
+        if 'failed' in r:
+            body.append([r['case'], r['model'], r['path'], 'failed: ' + r['failed']] +
+                        ['-'] * 7)
+            continue
+        body.append([r['case'], r['model'], r['path'], fmt_ms(r['t']),
+                     '-' if r['mem'] is None else fmt_mib(r['mem']), r.get('err_s', '-'),
+                     r['vs_swin'], r['vs_ref'], r['mem_vs_ref'], f"{r['flops'] / 1e9:.1f}",
+                     f"{r['flops'] / r['t'] / peak:.2f}"])
     print(table(['case', 'model', 'attention path', 'median ms', 'peak MiB', 'err vs ref',
                  'time / Swin', 'speed-up vs ref', 'mem / ref', 'GFLOP', 'FLOP/s / peak'],
-                [[r['case'], r['model'], r['path'], fmt_ms(r['t']),
-                  '-' if r['mem'] is None else fmt_mib(r['mem']), r['err'], r['vs_swin'],
-                  r['vs_ref'], r['mem_vs_ref'], f"{r['flops'] / 1e9:.1f}",
-                  f"{r['flops'] / r['t'] / peak:.2f}"] for r in rows]))
+                body))
     print(f'\nload average at end: {load_average()}')
 
 
