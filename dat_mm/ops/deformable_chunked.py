@@ -63,9 +63,11 @@ class _Plan:
         # float32 for half inputs, else the inputs' own dtype (float64 stays exact).
         self.acc = torch.float32 if q.dtype in _HALF else q.dtype
         self.token_major = q.stride(-1) == 1 and M > 1 and c > 1
-        self.q = q.transpose(0, 1)                                    # (h, B, M, c)
-        self.k = k.to(self.dt).transpose(0, 1)                        # (h, B, Ns, c)
-        self.v = v.to(self.dt).transpose(0, 1)
+        # (h, B, *, c) contiguous copies (the size of the inputs, small next to the logits):
+        # batched matmuls on the modules' strided views are several times slower
+        self.q = q.transpose(0, 1).contiguous()                       # (h, B, M, c)
+        self.k = k.to(self.dt).transpose(0, 1).contiguous()           # (h, B, Ns, c)
+        self.v = v.to(self.dt).transpose(0, 1).contiguous()
         self.use_bias = rpe_table is not None
         if self.use_bias:
             th, tw = rpe_table.shape[1:]
