@@ -2,9 +2,9 @@
 
 Cases (override with --cases): 224x224 batch 8 inference (eval, no grad) and train step, and
 800x1344 batch 1 train step. A *train step* is forward + backward of a fixed random linear
-function of every output map (the dense-task backbone returns 4 maps) in train mode (drop path as the presets: DAT-T++
-0.2, DAT-S++ 0.4, Swin 0.2/0.3), gradients set to None before each step; no optimizer (its
-cost depends only on the parameter count).
+function of every output map (the dense-task backbone returns 4 maps) in train mode (drop
+path as the presets: DAT-T++ 0.2, DAT-S++ 0.4, Swin-T 0.2, Swin-S 0.3), gradients set to
+None before each step; no optimizer (its cost depends only on the parameter count).
 
 Every (case, model, attention path) runs in its own subprocess, so that the peak-memory
 figures do not see each other's allocations and a run that exhausts the machine's memory is
@@ -22,7 +22,6 @@ same run.
     python benchmarks/bench_backbone.py --models dat-t++ swin-t --cases 224x224x8:infer
 """
 import argparse
-import copy
 import json
 import os
 import subprocess

@@ -10,9 +10,10 @@ This path processes ``M`` in chunks of queries so that only chunk-sized temporar
 
 * the bias of a chunk is one ``grid_sample`` of the (un-copied) table of each offset group,
   with the batch folded into the grid's rows (``(g, B*Mc, Ns, 2)``), so its values are exactly
-  the reference's (same op, same coordinates);
+  the reference's (same op, same coordinates). ATen's CPU ``grid_sample`` uses one thread per
+  batch entry: with fewer offset groups than threads the rows are split over more entries;
 * logits, softmax and the weighted sum follow per chunk, in ``(heads, B)`` batch order so that
-  the bias needs no permute;
+  the bias needs no permute; one ``baddbmm`` adds ``scale * q k^T`` into the bias in place;
 * the backward pass is a custom ``autograd.Function``: it recomputes each chunk's
   probabilities (unless they were small enough to keep, see :data:`SAVE_PROBS_BYTES`) and
   applies the softmax-attention gradient formulas, then ``grid_sampler_2d_backward`` for the
@@ -20,9 +21,9 @@ This path processes ``M`` in chunks of queries so that only chunk-sized temporar
 
 Half precision (fp16/bf16 inputs, e.g. under autocast): the matmuls run in the inputs' dtype,
 the bias, the softmax and all accumulations in float32; gradients are returned in the
-inputs' dtypes.
+inputs' dtypes. The output's memory layout follows the queries' (NCHW or channels_last maps),
+so the module's merge of heads back into a map is a view.
 """
-import math
 from typing import Optional
 
 import torch
