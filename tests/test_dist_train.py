@@ -31,9 +31,13 @@ _base_ = '{ROOT / 'configs/mmdet/cascade_dat_t_pp_1x.py'}'
 _heads = _base_.model.roi_head.bbox_head
 for _h in _heads:
     _h.num_classes = 3
+_rcnn = _base_.model.train_cfg.rcnn
+for _stage in _rcnn:
+    _stage.sampler.num = 64   # RoIs per image and stage (512 in the recipe)
 model = dict(backbone=dict(init_cfg=None),
-             roi_head=dict(bbox_head=_heads, mask_head=dict(num_classes=3)))
-del _heads, _h
+             roi_head=dict(bbox_head=_heads, mask_head=dict(num_classes=3)),
+             train_cfg=dict(rcnn=_rcnn))
+del _heads, _h, _rcnn, _stage
 data_root = '{data}/'
 metainfo = dict(classes=('circle', 'square', 'triangle'))
 pipeline = [

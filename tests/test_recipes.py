@@ -227,9 +227,10 @@ def test_train_test_resume(name, data, tmp_path):
 
     # 2. tools/test.py evaluates the checkpoint with the config's metric
     out = tmp_path / ('preds' if kind == 'seg' else 'preds.pkl')
+    show = tmp_path / 'show'
     proc = subprocess.run(
         [sys.executable, str(ROOT / 'tools' / 'test.py'), str(override), str(ckpt),
-         '--work-dir', str(tmp_path / 'test'), '--out', str(out)],
+         '--work-dir', str(tmp_path / 'test'), '--out', str(out), '--show-dir', str(show)],
         capture_output=True, text=True, cwd=str(ROOT), timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     metrics = _metrics(proc.stdout + proc.stderr)
@@ -239,6 +240,10 @@ def test_train_test_resume(name, data, tmp_path):
     assert out.exists()
     if kind == 'seg':
         assert len(list(out.glob('*.png'))) == 2
+    # --show-dir: the scope's visualization hook drew every test image
+    drawn = [p for p in show.rglob('*') if p.suffix in ('.png', '.jpg')]
+    n_test = 4 if kind == 'cls' else 2          # images in the generated val split
+    assert len(drawn) == n_test, sorted(str(p) for p in show.rglob('*'))
 
     # 3. --resume continues from the saved iteration
     resume_cfg = tmp_path / f'{name}_resume.py'
@@ -255,7 +260,7 @@ def test_train_test_resume(name, data, tmp_path):
 
 
 # ---- a short run learns ------------------------------------------------------------------
-LEARN_ITERS = 96
+LEARN_ITERS = 64   # 2 epochs of 64 images, batch 2
 
 
 @pytest.fixture(scope='module')
@@ -267,12 +272,14 @@ def learn_data(tmp_path_factory):
 
 
 def test_short_run_learns_on_generated_shapes(learn_data, tmp_path):
-    """The quickstart recipe with DAT-T++ (CI time): loss falls, box AP rises clearly."""
+    """The quickstart recipe (Cascade Mask R-CNN) with DAT-T++ and 2 of its 3 epochs, for CI
+    time: the loss falls and box AP rises clearly above the untrained model's."""
     override = tmp_path / 'learn.py'
     override.write_text(f'''
 _base_ = '{ROOT / 'configs/quickstart/cascade_dat_s_pp_synthetic.py'}'
 data_root = '{learn_data}/'
-model = dict(backbone=dict(arch='tiny++'), neck=dict(in_channels=[64, 128, 256, 512]))
+model = dict(backbone=dict(arch='tiny++'), neck=dict(in_channels=[64, 128, 256, 512]),
+             test_cfg=dict(rcnn=dict(max_per_img=20)))   # <= 3 shapes per image
 train_dataloader = dict(dataset=dict(data_root=data_root))
 val_dataloader = dict(dataset=dict(data_root=data_root))
 test_dataloader = val_dataloader
@@ -286,7 +293,8 @@ randomness = dict(seed=0)
     runner = tool.main([str(override), '--work-dir', str(work / 'untrained'),
                         '--cfg-options', 'train_cfg.max_epochs=0'])
     untrained = runner.test()
-    runner = tool.main([str(override), '--work-dir', str(work / 'trained')])
+    runner = tool.main([str(override), '--work-dir', str(work / 'trained'), '--no-validate',
+                        '--cfg-options', 'train_cfg.max_epochs=2'])
     assert runner.iter == LEARN_ITERS
     trained = runner.test()
     losses = runner.message_hub.get_scalar('train/loss').data[0]
@@ -298,5 +306,5 @@ randomness = dict(seed=0)
                   loss_first8=float(first), loss_last8=float(last))
     (tmp_path / 'learning.json').write_text(json.dumps(record, indent=1))
     print('learning run:', record)
-    assert last < 0.7 * first, record
+    assert last < 0.75 * first, record
     assert trained['coco/bbox_mAP'] >= untrained['coco/bbox_mAP'] + 0.05, record

@@ -27,6 +27,8 @@ def parse_args(argv=None):
     parser.add_argument('--show', action='store_true', help='show predictions in a window')
     parser.add_argument('--show-dir', help='save images with the predictions drawn here')
     parser.add_argument('--wait-time', type=float, default=2, help='--show interval (s)')
+    parser.add_argument('--show-interval', type=int, default=1,
+                        help='draw every n-th test batch (mmseg/mmpretrain; mmdet draws all)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings of the config, key=value pairs merged into it')
@@ -40,7 +42,7 @@ def parse_args(argv=None):
 
 
 def enable_visualization(cfg: Config, scope: str, show: bool, show_dir: str,
-                         wait_time: float) -> None:
+                         wait_time: float, interval: int = 1) -> None:
     """Turn on the scope's visualization hook as each library's test.py does."""
     hooks = cfg.get('default_hooks', {})
     if 'visualization' not in hooks:
@@ -56,6 +58,7 @@ def enable_visualization(cfg: Config, scope: str, show: bool, show_dir: str,
         hook['draw'] = True
         hook['show'] = show
         hook['wait_time'] = wait_time
+        hook['interval'] = interval
         if show_dir:
             cfg.visualizer['save_dir'] = show_dir
     else:                       # mmpretrain VisualizationHook
@@ -63,6 +66,7 @@ def enable_visualization(cfg: Config, scope: str, show: bool, show_dir: str,
         hook['show'] = show
         hook['wait_time'] = wait_time
         hook['out_dir'] = show_dir
+        hook['interval'] = interval
 
 
 def add_dump(runner, cfg: Config, scope: str, out: str) -> None:
@@ -88,7 +92,8 @@ def main(argv=None):
     set_work_dir(cfg, args.config, args.work_dir)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
-        enable_visualization(cfg, scope, args.show, args.show_dir, args.wait_time)
+        enable_visualization(cfg, scope, args.show, args.show_dir, args.wait_time,
+                             args.show_interval)
     if args.out and scope == 'mmseg':
         # IoUMetric writes one PNG per image into output_dir
         cfg.test_evaluator['output_dir'] = args.out
