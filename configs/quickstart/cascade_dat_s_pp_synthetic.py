@@ -68,3 +68,4 @@ auto_scale_lr = dict(enable=False)
 default_hooks = dict(logger=dict(interval=8),
                      checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
 log_processor = dict(window_size=8)
+randomness = dict(seed=0)  # the same initialisation and data order on every run

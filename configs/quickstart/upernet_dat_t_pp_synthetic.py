@@ -47,3 +47,4 @@ param_scheduler = [
 default_hooks = dict(logger=dict(interval=20),
                      checkpoint=dict(interval=max_iters, max_keep_ckpts=1))
 log_processor = dict(window_size=20)
+randomness = dict(seed=0)  # the same initialisation and data order on every run
