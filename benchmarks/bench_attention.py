@@ -96,6 +96,8 @@ def main():
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--threads', type=int, default=None,
                    help='torch.set_num_threads (default: torch\'s, one per core)')
+    p.add_argument('--clock', choices=['wall', 'cpu'], default='wall',
+                   help='wall clock, or process CPU time (for --threads 1 on a busy machine)')
     p.add_argument('--dtype', default='float32')
     p.add_argument('--no-memory', action='store_true', help='skip the peak-memory runs')
     args = p.parse_args()
@@ -104,6 +106,7 @@ def main():
     dtype = getattr(torch, args.dtype)
     print('# bench_attention:', ' '.join(sys.argv[1:]) or '(defaults)')
     print(machine_info(args.device))
+    print(f'timing clock: {args.clock}')
     rows = []
     for case in args.cases:
         H, W, B = (int(v) for v in case.split('x'))
@@ -128,7 +131,8 @@ def main():
                         vals = ref_vals if b is ref else run()
                         err = max(rel_err(v, r) for v, r in zip(vals, ref_vals))
                         del vals
-                        times = time_call(run, args.device, repeats=args.repeats)
+                        times = time_call(run, args.device, repeats=args.repeats,
+                                          clock=args.clock)
                         mem = None if args.no_memory else peak_memory(run, args.device)
                         results[b.name] = (median(times), mem, err)
                     del ref_vals

@@ -116,7 +116,7 @@ def worker(args):
         other = torch.load(args.compare_vals)
         result['err'] = max(rel_err(a.to(b.device), b) for a, b in zip(other, vals))
     del vals
-    times = time_call(call, args.device, repeats=args.repeats, warmup=0)
+    times = time_call(call, args.device, repeats=args.repeats, warmup=0, clock=args.clock)
     result['t'] = median(times)
     result['times'] = times
     result['mem'] = None if args.no_memory else peak_memory(call, args.device)
@@ -128,7 +128,7 @@ def run_worker(args, case, model, backend, extra):
            model, '--repeats', str(args.repeats), '--device', args.device] + extra
     if backend:
         cmd += ['--backend', backend]
-    for flag in ('threads', 'amp'):
+    for flag in ('threads', 'amp', 'clock'):
         if getattr(args, flag):
             cmd += [f'--{flag}', str(getattr(args, flag))]
     if args.channels_last and model in DAT_ARCH:
@@ -156,6 +156,8 @@ def main():
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--threads', type=int, default=None,
                    help='torch.set_num_threads (default: torch\'s, one per core)')
+    p.add_argument('--clock', choices=['wall', 'cpu'], default='wall',
+                   help='wall clock, or process CPU time (for --threads 1 on a busy machine)')
     p.add_argument('--channels-last', action='store_true',
                    help='run DAT models and inputs in channels_last memory format')
     p.add_argument('--amp', default=None, help='autocast dtype, e.g. bfloat16')
@@ -175,8 +177,10 @@ def main():
     from dat_mm.analysis import count_model
     print('# bench_backbone:', ' '.join(sys.argv[1:]) or '(defaults)')
     print(machine_info(args.device))
-    peak = matmul_peak(args.device)
-    print(f'measured float32 matmul peak: {peak / 1e9:.0f} GFLOP/s (4096^3 torch.mm, best of 5)')
+    print(f'timing clock: {args.clock}')
+    peak = matmul_peak(args.device, clock=args.clock)
+    print(f'measured float32 matmul peak: {peak / 1e9:.0f} GFLOP/s (4096^3 torch.mm, best of 5, '
+          f'{args.clock} clock)')
     ref_cases = args.cases if args.reference is None else args.reference
     rows = []
     tmp = tempfile.mkdtemp(prefix='dat_mm_bench_')

@@ -1,7 +1,8 @@
 """Shared helpers of the benchmark scripts: timing, peak memory, matmul peak, tables.
 
 Timing: wall clock (``time.perf_counter``, after ``torch.cuda.synchronize`` on GPU) of each
-repeat after warm-up runs; tables report the median.
+repeat after warm-up runs; tables report the median. ``--clock cpu`` measures the process's
+CPU time instead, for single-thread runs (``--threads 1``) on a machine other jobs load.
 
 Peak memory: bytes of tensor memory allocated by PyTorch *during* one call, above what was
 allocated before it (inputs, parameters and, for a train step, nothing of the previous step
@@ -30,8 +31,16 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def time_call(fn: Callable, device='cpu', repeats: int = 5, warmup: int = 1) -> List[float]:
+#: ``time.perf_counter`` (wall clock, the default) or ``time.process_time`` (CPU time of the
+#: process: with one thread on a machine shared with other jobs it leaves out the time spent
+#: waiting for a core, which wall clock cannot).
+CLOCK = {'wall': time.perf_counter, 'cpu': time.process_time}
+
+
+def time_call(fn: Callable, device='cpu', repeats: int = 5, warmup: int = 1,
+              clock: str = 'wall') -> List[float]:
     """Seconds per call of each repeat (after ``warmup`` untimed calls)."""
+    now = CLOCK[clock]
     for _ in range(warmup):
         fn()
     sync(device)
@@ -39,10 +48,10 @@ def time_call(fn: Callable, device='cpu', repeats: int = 5, warmup: int = 1) -> 
     for _ in range(repeats):
         gc.collect()
         sync(device)
-        t = time.perf_counter()
+        t = now()
         fn()
         sync(device)
-        times.append(time.perf_counter() - t)
+        times.append(now() - t)
     return times
 
 
@@ -76,11 +85,12 @@ def peak_memory(fn: Callable, device='cpu') -> int:
     return max([0] + totals)
 
 
-def matmul_peak(device='cpu', dtype=torch.float32, n: int = 4096, repeats: int = 5) -> float:
+def matmul_peak(device='cpu', dtype=torch.float32, n: int = 4096, repeats: int = 5,
+                clock: str = 'wall') -> float:
     """Best measured FLOP/s (2 n^3 per product) of a square matrix product."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    times = time_call(lambda: torch.mm(a, b), device, repeats=repeats, warmup=2)
+    times = time_call(lambda: torch.mm(a, b), device, repeats=repeats, warmup=2, clock=clock)
     return 2 * n ** 3 / min(times)
 
 
