@@ -7,8 +7,10 @@ path as the presets: DAT-T++ 0.2, DAT-S++ 0.4, Swin-T 0.2, Swin-S 0.3), gradient
 None before each step; no optimizer (its cost depends only on the parameter count).
 
 Every (case, model, attention path) runs in its own subprocess, so that the peak-memory
-figures do not see each other's allocations and a run that exhausts the machine's memory is
-reported as failed instead of ending the benchmark.
+figures do not see each other's allocations; on CPU its address space is capped at the
+machine's available memory minus 2 GiB when it starts, so a run that would exhaust the
+machine is reported as failed (allocation error) instead of ending the benchmark or
+triggering the kernel's OOM killer.
 
 Printed per row: median time, peak memory (see benchmarks/common.py), the error of the fast
 path vs the reference path of the same model (norm-relative, worst over the 4 outputs and,
@@ -86,8 +88,30 @@ def step_fn(model, x, mode):
     return run
 
 
+def _mem_available() -> int:
+    try:
+        with open('/proc/meminfo') as f:
+            for line in f:
+                if line.startswith('MemAvailable:'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _limit_memory(nbytes: int):
+    """Cap this process's address space at its current size + ``nbytes``: an allocation beyond
+    fails with an error here instead of waking the kernel's OOM killer on a shared machine."""
+    import resource
+    with open('/proc/self/status') as f:
+        vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith('VmSize:'))
+    resource.setrlimit(resource.RLIMIT_AS, (vm + nbytes, resource.RLIM_INFINITY))
+
+
 def worker(args):
     """One (case, model, path) measurement; prints a JSON line."""
+    if args.max_bytes:
+        _limit_memory(args.max_bytes)
     if args.threads:
         torch.set_num_threads(args.threads)
     size, mode = args.case.split(':')
@@ -135,6 +159,8 @@ def run_worker(args, case, model, backend, extra):
         cmd.append('--channels-last')
     if args.no_memory:
         cmd.append('--no-memory')
+    if args.device == 'cpu':  # leave 2 GiB of the machine's available memory to others
+        cmd += ['--max-bytes', str(max(1 << 30, _mem_available() - (2 << 30)))]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     for line in proc.stdout.splitlines():
         if line.startswith('RESULT '):
@@ -169,6 +195,7 @@ def main():
     p.add_argument('--backend', default=None, help=argparse.SUPPRESS)
     p.add_argument('--save-vals', default=None, help=argparse.SUPPRESS)
     p.add_argument('--compare-vals', default=None, help=argparse.SUPPRESS)
+    p.add_argument('--max-bytes', type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return worker(args)
