@@ -278,6 +278,8 @@ def check_dmha_chunked(q, k, v, pos, q_coords, rpe_table, scale=None, attn_drop:
         return f'needs floating point q/k/v, got {q.dtype}'
     if q_coords.requires_grad:
         return 'no gradient with respect to the query coordinates'
+    if q.device.type == 'meta':
+        return 'meta tensors (shape-only runs, e.g. FLOP counting) use the reference'
     if q.dim() != 4 or pos.dim() != 4 or q.shape[1] % pos.shape[1]:
         return (f'unexpected shapes q {tuple(q.shape)}, pos {tuple(pos.shape)} (the reference '
                 f'reports the error)')
