@@ -30,8 +30,7 @@ echo "== 1/3 generate the dataset"
 echo "== 2/3 train $config (log: $work/train.log)"
 "$py" tools/train.py "$config" --work-dir "$work" --no-validate 2>&1 \
     | tee "$work/train.log" | grep --line-buffered -E 'Epoch\(train\)|Iter\(train\)' \
-    | sed -u -E 's/^.* - mmengine - INFO - //; s/  (data_time|eta|base_lr|grad_norm|memory): [^ ]+//g' \
-    | cut -c1-150
+    | sed -u -E 's/^.* - mmengine - INFO - //; s/  (data_time|eta|base_lr|grad_norm|memory): [^ ]+//g; s/^(.{150}).*/\1/'
 ckpt=$(cat "$work/last_checkpoint" 2>/dev/null || true)   # written by MMEngine's CheckpointHook
 if [ -z "$ckpt" ] || [ ! -f "$ckpt" ]; then
     echo "no checkpoint in $work; see $work/train.log" >&2
@@ -56,7 +55,7 @@ else
         "$work/test.log" | head -n 20
 fi
 echo
-grep -E 'Epoch\(test\)|Iter\(test\)' "$work/test.log" | grep -v 'data_time' | tail -n 1 \
+grep -E '(Epoch|Iter)\(test\).*(mAP|mIoU|accuracy)' "$work/test.log" | tail -n 1 \
     | sed -u -E 's/^.* - mmengine - INFO - //'
 echo "loss: first logged $(grep -oE ' loss: [0-9.]+' "$work/train.log" | head -n 1 | cut -d' ' -f3)," \
      "last logged $(grep -oE ' loss: [0-9.]+' "$work/train.log" | tail -n 1 | cut -d' ' -f3)"
