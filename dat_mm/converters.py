@@ -44,7 +44,8 @@ _ATTN_LEAF = (rf'(?:(?:qkv|proj|proj_q|proj_k|proj_v|proj_out|proj_qkv|conv_offs
 _MLP_LEAF = rf'(?:(?:linear1\.0|linear2\.0|dwc|chunk\.linear1|chunk\.linear2)\.{_WB})'
 # (published key pattern, dat_mm replacement); the wrapped-norm level is removed afterwards.
 _RULES = [(re.compile(p), r) for p, r in [
-    (rf'^patch_proj\.(\d+)\.({_WB}|{_NORM_WB})$', r'stem.\1.\2'),
+    (rf'^patch_proj\.([03])\.({_WB})$', r'stem.\1.\2'),
+    (rf'^patch_proj\.([14])\.({_NORM_WB})$', r'stem.\1.\2'),
     (rf'^stages\.(\d+)\.local_perception_units\.(\d+)\.({_WB})$', r'stages.\1.blocks.\2.lpu.\3'),
     (rf'^stages\.(\d+)\.attns\.(\d+)\.({_ATTN_LEAF})$', r'stages.\1.blocks.\2.attn.\3'),
     (rf'^stages\.(\d+)\.mlps\.(\d+)\.({_MLP_LEAF})$', r'stages.\1.blocks.\2.mlp.\3'),

@@ -8,8 +8,6 @@ prefix and ``norms`` of the det/seg checkpoints). Every key it produces is check
 spec's list of published names, so the model's parameters can hold the published weights;
 then the checkpoint is converted and loaded strictly, and must give the original outputs.
 """
-import re
-
 import pytest
 import torch
 import torch.nn as nn
@@ -19,104 +17,7 @@ from dat_mm.models.layers.window_attn import relative_position_index
 from dat_mm.converters import (check_state_dict_fits, convert_published_checkpoint,
                                load_backbone_weights)
 
-# -- the spec's published key layout ---------------------------------------------------------
-_WB = r'\.(weight|bias)$'
-PUBLISHED_V2 = [
-    r'^patch_proj\.[03]' + _WB, r'^patch_proj\.[14]\.norm' + _WB,
-    r'^stages\.\d\.layer_norms\.\d+\.norm' + _WB,
-    r'^stages\.\d\.local_perception_units\.\d+' + _WB,
-    r'^stages\.\d\.mlps\.\d+\.(linear1\.0|linear2\.0|dwc)' + _WB,
-    r'^stages\.\d\.attns\.\d+\.(qkv|proj)' + _WB, r'^stages\.\d\.attns\.\d+\.rpb$',
-    r'^stages\.\d\.attns\.\d+\.proj_(q|k|v|out)' + _WB,
-    r'^stages\.\d\.attns\.\d+\.conv_offset\.0' + _WB,
-    r'^stages\.\d\.attns\.\d+\.conv_offset\.1\.norm' + _WB,
-    r'^stages\.\d\.attns\.\d+\.conv_offset\.3\.weight$',
-    r'^stages\.\d\.attns\.\d+\.rpe_table$',
-    r'^down_projs\.\d\.0\.weight$', r'^down_projs\.\d\.1\.norm' + _WB,
-    r'^cls_norm\.norm' + _WB, r'^cls_head' + _WB,
-]
-PUBLISHED_V1 = [
-    r'^patch_proj\.0' + _WB, r'^patch_proj\.1\.norm' + _WB,
-    r'^stages\.\d\.layer_norms\.\d+\.norm' + _WB,
-    r'^stages\.\d\.mlps\.\d+\.chunk\.linear[12]' + _WB,
-    r'^stages\.\d\.attns\.\d+\.proj_(qkv|out)' + _WB,
-    r'^stages\.\d\.attns\.\d+\.relative_position_(bias_table|index)$',
-    r'^stages\.\d\.attns\.\d+\.attn_mask$',
-    r'^stages\.\d\.attns\.\d+\.proj_(q|k|v|out)' + _WB,
-    r'^stages\.\d\.attns\.\d+\.conv_offset\.0' + _WB,
-    r'^stages\.\d\.attns\.\d+\.conv_offset\.1\.norm' + _WB,
-    r'^stages\.\d\.attns\.\d+\.conv_offset\.3\.weight$',
-    r'^stages\.\d\.attns\.\d+\.rpe_table$',
-    r'^down_projs\.\d\.0\.weight$', r'^down_projs\.\d\.1\.norm' + _WB,
-    r'^cls_norm\.norm' + _WB, r'^cls_head' + _WB,
-]
-DENSE_NORMS = r'^norms\.\d\.norm' + _WB
-
-
-def _published_key(key, version, dense):
-    """dat_mm backbone key -> the published name (the inverse of the conversion)."""
-    rules = [
-        (r'^stem\.(\d+)\.(weight|bias)$',
-         lambda m: (f'patch_proj.{m[1]}.norm.{m[2]}'
-                    if int(m[1]) in ((1, 4) if version == 2 else (1,))
-                    else f'patch_proj.{m[1]}.{m[2]}')),
-        (r'^stages\.(\d+)\.blocks\.(\d+)\.norm([12])\.(.*)$',
-         lambda m: f'stages.{m[1]}.layer_norms.{2 * int(m[2]) + int(m[3]) - 1}.norm.{m[4]}'),
-        (r'^stages\.(\d+)\.blocks\.(\d+)\.lpu\.(.*)$',
-         lambda m: f'stages.{m[1]}.local_perception_units.{m[2]}.{m[3]}'),
-        (r'^stages\.(\d+)\.blocks\.(\d+)\.attn\.conv_offset\.1\.(.*)$',
-         lambda m: f'stages.{m[1]}.attns.{m[2]}.conv_offset.1.norm.{m[3]}'),
-        (r'^stages\.(\d+)\.blocks\.(\d+)\.attn\.(.*)$',
-         lambda m: f'stages.{m[1]}.attns.{m[2]}.{m[3]}'),
-        (r'^stages\.(\d+)\.blocks\.(\d+)\.mlp\.(.*)$',
-         lambda m: f'stages.{m[1]}.mlps.{m[2]}.{m[3]}'),
-        (r'^downsamples\.(\d+)\.0\.weight$', lambda m: f'down_projs.{m[1]}.0.weight'),
-        (r'^downsamples\.(\d+)\.1\.(.*)$', lambda m: f'down_projs.{m[1]}.1.norm.{m[2]}'),
-        (r'^norms\.(\d+)\.(.*)$',
-         lambda m: f'norms.{m[1]}.norm.{m[2]}' if dense else f'cls_norm.norm.{m[2]}'),
-    ]
-    for pattern, repl in rules:
-        m = re.match(pattern, key)
-        if m:
-            return repl(m)
-    raise AssertionError(f'no published name for {key}')
-
-
-def _swin_index(w):
-    coords = [(a, b) for a in range(w) for b in range(w)]
-    return torch.tensor([[(ya - yb + w - 1) * (2 * w - 1) + (xa - xb + w - 1)
-                          for yb, xb in coords] for ya, xa in coords])
-
-
-def _v1_buffers(depths, window=7, img_size=224):
-    """The buffers the published v1 checkpoints carry: relative_position_index in every L/S
-    block (stages 0-1: L S; stages 2-3: L D) and attn_mask in the S blocks."""
-    out, fmap = {}, img_size // 4
-    for i, depth in enumerate(depths):
-        for j in range(0, depth, 2):  # L blocks
-            out[f'stages.{i}.attns.{j}.relative_position_index'] = _swin_index(window)
-            if i < 2:  # S blocks
-                nw = (fmap // window) ** 2
-                out[f'stages.{i}.attns.{j + 1}.relative_position_index'] = _swin_index(window)
-                out[f'stages.{i}.attns.{j + 1}.attn_mask'] = torch.zeros(nw, window ** 2,
-                                                                        window ** 2)
-        fmap //= 2
-    return out
-
-
-def to_published(backbone, version, dense=False, head=None):
-    sd = backbone.state_dict()
-    pub = {_published_key(k, version, dense): v.clone() for k, v in sd.items()}
-    assert len(pub) == len(sd)
-    if version == 1:
-        pub.update(_v1_buffers([len(s.blocks) for s in backbone.stages]))
-    if head is not None:
-        pub['cls_head.weight'] = head.weight.detach().clone()
-        pub['cls_head.bias'] = head.bias.detach().clone()
-    allowed = (PUBLISHED_V2 if version == 2 else PUBLISHED_V1) + ([DENSE_NORMS] if dense else [])
-    bad = [k for k in pub if not any(re.match(p, k) for p in allowed)]
-    assert not bad, f'keys outside the published layout of spec section 4: {bad}'
-    return pub
+from published_layout import to_published
 
 
 class Classifier(nn.Module):
@@ -247,6 +148,20 @@ def test_renamed_leaf_key_is_an_error_naming_it(narrow_cls):
         convert_published_checkpoint({'model': pub})
     # Named as published, without needing a model: every leaf must be one of the spec's.
     assert 'stages.0.attns.0.rbp' in str(err.value)
+
+
+@pytest.mark.parametrize('key, wrong', [
+    ('patch_proj.1.norm.weight', 'patch_proj.1.weight'),       # a norm without its .norm level
+    ('patch_proj.0.weight', 'patch_proj.0.norm.weight'),       # a conv with one
+    ('down_projs.0.1.norm.bias', 'down_projs.0.1.bias'),
+    ('stages.1.attns.1.conv_offset.1.norm.weight', 'stages.1.attns.1.conv_offset.1.weight'),
+])
+def test_norm_wrapper_level_is_part_of_the_leaf_name(narrow_cls, key, wrong):
+    pub = to_published(narrow_cls.backbone, 2, head=narrow_cls.head.fc)
+    pub[wrong] = pub.pop(key)
+    with pytest.raises(KeyError) as err:
+        convert_published_checkpoint({'model': pub})
+    assert wrong in str(err.value)
 
 
 def test_v1_buffers_are_checked_not_blindly_dropped():

@@ -17,6 +17,8 @@ from dat_mm.visualization import (capture_deformable, deformable_blocks, find_ba
                                   to_image_pixels, to_map_pixels)
 from dat_mm.visualization.draw import draw_sampling_points, group_colors
 
+from published_layout import published_state
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # A small DAT++: every deformable setting of the published models (groups > 1, strides 4/2/1,
@@ -496,26 +498,11 @@ def test_tool_loads_whole_model_and_published_checkpoints(tmp_path, cls_config):
         torch.testing.assert_close(v, state[k], rtol=0, atol=0)
     # The authors' layout (ImageNet 'model' dict, 'cls_head', '.norm' wrappers) is converted
     # on the fly.
-    published = {}
-    for k, v in state.items():
-        if k.startswith('backbone.stages.') and '.blocks.' in k:
-            _, _, i, _, j, part, *rest = k.split('.')
-            rest = '.'.join(rest)
-            if part in ('norm1', 'norm2'):
-                n = 2 * int(j) + (part == 'norm2')
-                published[f'stages.{i}.layer_norms.{n}.norm.{rest}'] = v
-            elif part == 'lpu':
-                published[f'stages.{i}.local_perception_units.{j}.{rest}'] = v
-            else:
-                published[f'stages.{i}.{part}s.{j}.{rest}'] = v
-        elif k.startswith('backbone.stem.'):
-            published['patch_proj.' + k[len('backbone.stem.'):]] = v
-        elif k.startswith('backbone.downsamples.'):
-            published['down_projs.' + k[len('backbone.downsamples.'):]] = v
-        # (the published cls_norm is the 4th stage's norm; this arch has 3 stages and its
-        # output norm keeps its LayerNorm init in both models)
-        elif k.startswith('head.fc.'):
-            published['cls_head.' + k[len('head.fc.'):]] = v
+    # (the published cls_norm is the 4th stage's norm; this arch has 3 stages and its
+    # output norm keeps its LayerNorm init in both models)
+    backbone_state = {k[len('backbone.'):]: v for k, v in state.items()
+                      if k.startswith('backbone.') and not k.startswith('backbone.norms.')}
+    published = published_state(backbone_state, version=2, head=trained.head.fc)
     pub = tmp_path / 'published.pth'
     torch.save({'model': published}, pub)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
