@@ -360,6 +360,37 @@ def test_with_cp_same_outputs_and_gradients(build, monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+# -- memory format ---------------------------------------------------------------------------
+@pytest.mark.parametrize('build', [_narrow_pp, _small_v1], ids=['datpp-narrow', 'v1-small'])
+def test_channels_last_same_outputs_and_gradients(build):
+    torch.manual_seed(0)
+    nchw = build(drop_path_rate=0.0, channels_last=False).train()
+    cl = build(drop_path_rate=0.0, channels_last=True).train()
+    cl.load_state_dict(nchw.state_dict())
+    auto = build(drop_path_rate=0.0).train()
+    assert auto.channels_last is None   # None: channels_last for CPU inputs
+    x = torch.randn(2, 3, 40, 56)
+    results, inner = [], []
+    for m in (nchw, cl, auto):
+        m.stages[0].register_forward_hook(
+            lambda mod, inp, out: inner.append(out.is_contiguous(memory_format=torch.channels_last)
+                                               and not out.is_contiguous()))
+    auto(x)
+    for m in (nchw, cl):
+        xi = x.clone().requires_grad_(True)
+        o = m(xi)
+        assert all(t.is_contiguous() for t in o)   # NCHW out, whatever the inner layout
+        w = torch.Generator().manual_seed(5)
+        sum((t * torch.randn(t.shape, generator=w)).sum() for t in o).backward()
+        results.append((o, [xi.grad] + [p.grad for p in m.parameters()]))
+    assert inner == [True, False, True]   # auto (CPU), NCHW, channels_last
+    (o1, g1), (o2, g2) = results
+    for a, b in zip(o1, o2):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 # -- frozen_stages ---------------------------------------------------------------------------
 def _expected_frozen(name, k):
     """dat_mm's documented rule: k >= 0 freezes the stem; k >= 1 also the first k stages,

@@ -1,7 +1,7 @@
 """The DAT / DAT++ backbone for classification, detection and segmentation."""
 import logging
 import os
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -76,6 +76,9 @@ class DAT(BaseModule):
         with_cp: activation checkpointing per block while training.
         attn_backend: force an attention backend (``'reference'``, ...) for every block;
             ``None`` chooses automatically (see ``dat_mm.models.layers.attention_backends``).
+        channels_last: run the feature maps in ``torch.channels_last`` memory (the returned
+            maps are always contiguous NCHW). ``None``: on CPU inputs, where the convolutions
+            and the channel LayerNorms are faster that way (docs/benchmarks.md).
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH, prefix='backbone.')`` loads
             weights in dat_mm layout or the authors' published layout (converted on the fly);
             any key that does not fit is an error.
@@ -85,7 +88,8 @@ class DAT(BaseModule):
                  drop_path_rate: float = None, drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, out_indices: Sequence[int] = (0, 1, 2, 3),
                  out_norm: bool = True, frozen_stages: int = -1, norm_eval: bool = False,
-                 with_cp: bool = False, attn_backend: str = None, init_cfg=None):
+                 with_cp: bool = False, attn_backend: str = None,
+                 channels_last: Optional[bool] = None, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.arch = spec = resolve_arch(arch)
         num_stages = len(spec.stages)
@@ -100,6 +104,7 @@ class DAT(BaseModule):
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
+        self.channels_last = channels_last
         self.num_features = list(spec.dims)
         self.out_channels = [spec.dims[i] for i in out_indices]
         self.drop_path_rate = spec.drop_path_rate if drop_path_rate is None else drop_path_rate
@@ -138,6 +143,11 @@ class DAT(BaseModule):
         if x.shape[1] != self.in_channels:
             raise ValueError(f'DAT was built for {self.in_channels}-channel input but got '
                              f'{x.shape[1]} channels (input shape {tuple(x.shape)})')
+        channels_last = self.channels_last
+        if channels_last is None:
+            channels_last = x.device.type == 'cpu'
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         outs = []
         last = max(self.out_indices)
