@@ -4,7 +4,6 @@ DAT-Detection / DAT-Segmentation configs); the paramwise rules select exactly th
 the authors excluded from weight decay; tools/train.py adapts GPU recipes to CPU as documented.
 """
 import importlib
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -290,18 +289,10 @@ def test_no_weight_decay_on_norms_and_position_tables(config, arch):
     assert all(d == pytest.approx(wd) for i, d in decay_of.items() if i not in no_decay)
 
 
-# ---- tools/train.py on a machine without a GPU ---------------------------------------------
-def _train_tool():
-    spec = importlib.util.spec_from_file_location('dat_mm_train_tool',
-                                                  ROOT / 'tools' / 'train.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
+# ---- tools/train.py (dat_mm.apis) on a machine without a GPU ---------------------------------------------
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU adaptation')
 def test_cpu_adaptation_of_gpu_recipes():
-    tool = _train_tool()
+    from dat_mm import apis as tool
     cfg = Config.fromfile(str(ROOT / 'configs/mmseg/upernet_dat_t_pp.py'))
     tool.adapt_to_device(cfg, 'pytorch')
     assert cfg.optim_wrapper.type == 'OptimWrapper' and 'loss_scale' not in cfg.optim_wrapper
@@ -320,7 +311,7 @@ def test_cpu_adaptation_of_gpu_recipes():
 
 
 def test_scope_comes_from_the_config(tmp_path):
-    tool = _train_tool()
+    from dat_mm import apis as tool
     assert tool.config_scope(Config.fromfile(str(ROOT / 'configs/mmseg/fpn_dat_t_pp.py'))) \
         == 'mmseg'
     bad = tmp_path / 'noscope.py'

@@ -13,9 +13,8 @@ import os
 
 from mmengine.config import Config, DictAction
 
-# tools/ is the script's directory, hence on sys.path when run as a script.
-from train import (adapt_to_device, apply_scope_defaults, build_runner, config_scope,
-                   init_cpu_distributed, set_work_dir)
+from dat_mm.apis import (adapt_to_device, apply_scope_defaults, build_runner,
+                        init_cpu_distributed, load_config)
 
 
 def parse_args(argv=None):
@@ -84,12 +83,7 @@ def add_dump(runner, cfg: Config, scope: str, out: str) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    scope = config_scope(cfg)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    set_work_dir(cfg, args.config, args.work_dir)
+    cfg, scope = load_config(args.config, args.launcher, args.cfg_options, args.work_dir)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, scope, args.show, args.show_dir, args.wait_time,

@@ -10,14 +10,12 @@ MMEngine allows on accelerators only) falls back to fp32, and distributed runs u
 backend with SyncBN replaced by BN (SyncBN has no CPU implementation). Each change is logged.
 """
 import argparse
-import logging
 import os
-import os.path as osp
 
-from mmengine.config import Config, ConfigDict, DictAction
-from mmengine.logging import print_log
+from mmengine.config import DictAction
 
-SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
+from dat_mm.apis import (adapt_to_device, apply_scope_defaults, build_runner,
+                        init_cpu_distributed, load_config)
 
 
 def parse_args(argv=None):
@@ -48,118 +46,9 @@ def parse_args(argv=None):
     return args
 
 
-def config_scope(cfg: Config) -> str:
-    """The OpenMMLab library a config belongs to ('mmdet', 'mmseg' or 'mmpretrain')."""
-    scope = cfg.get('default_scope')
-    if scope not in SCOPES:
-        raise ValueError(f'config default_scope is {scope!r}; tools/train.py and tools/test.py '
-                         f'handle {SCOPES} (inherit one of their bases, e.g. '
-                         "'mmdet::_base_/default_runtime.py')")
-    return scope
-
-
-def set_work_dir(cfg: Config, config_path: str, work_dir: str = None) -> None:
-    """CLI > the config's work_dir > ./work_dirs/<config name>."""
-    if work_dir is not None:
-        cfg.work_dir = work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
-
-
-def _replace_type(node, old: str, new: str) -> int:
-    """Replace ``type=old`` by ``type=new`` in every dict of a config tree; returns a count."""
-    count = 0
-    if isinstance(node, dict):
-        if node.get('type') == old:
-            node['type'] = new
-            count += 1
-        for value in node.values():
-            count += _replace_type(value, old, new)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            count += _replace_type(value, old, new)
-    return count
-
-
-def adapt_to_device(cfg: Config, launcher: str, amp_requested: bool = False) -> None:
-    """Make a GPU recipe runnable on a machine without a GPU (logged, never silent)."""
-    import torch
-    if torch.cuda.is_available():
-        return
-    optim = cfg.get('optim_wrapper')
-    if optim is not None and optim.get('type') == 'AmpOptimWrapper':
-        if amp_requested:
-            raise RuntimeError('--amp needs a GPU (MMEngine\'s AmpOptimWrapper runs on '
-                               'accelerators only) and none is available')
-        optim.type = 'OptimWrapper'
-        for key in ('loss_scale', 'dtype', 'use_fsdp'):
-            optim.pop(key, None)
-        print_log('No GPU: this recipe trains with fp16 mixed precision on GPUs; training in '
-                  'fp32 (OptimWrapper) instead', logger='current', level=logging.WARNING)
-    if launcher != 'none':
-        cfg.setdefault('env_cfg', ConfigDict())
-        cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
-        if cfg.env_cfg.dist_cfg.get('backend', 'nccl') != 'gloo':
-            print_log('No GPU: distributed backend gloo', logger='current')
-            cfg.env_cfg.dist_cfg.backend = 'gloo'
-        # MMEngine passes device_ids=[LOCAL_RANK] to DDP by default, which is for GPUs.
-        wrapper = cfg.get('model_wrapper_cfg') or ConfigDict(type='MMDistributedDataParallel')
-        wrapper.setdefault('broadcast_buffers', False)
-        wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
-        wrapper['device_ids'] = None
-        cfg.model_wrapper_cfg = wrapper
-        n = _replace_type(cfg.model, 'SyncBN', 'BN')
-        if n:
-            print_log(f'No GPU: SyncBN has no CPU implementation; {n} norm config(s) use BN '
-                      '(statistics per process)', logger='current', level=logging.WARNING)
-
-
-def init_cpu_distributed(launcher: str, backend: str = 'gloo') -> None:
-    """Start the process group for a CPU run ourselves: MMEngine's pytorch launcher calls
-    torch.cuda.set_device, which fails without a GPU."""
-    import torch
-    import torch.distributed as dist
-    if launcher == 'none' or torch.cuda.is_available() or dist.is_initialized():
-        return
-    if launcher != 'pytorch':
-        raise RuntimeError(f'CPU-only distributed runs support --launcher pytorch '
-                           f'(tools/dist_train.sh), not {launcher!r}')
-    dist.init_process_group(backend=backend)
-
-
-def apply_scope_defaults(cfg: Config, scope: str) -> None:
-    """What each library's own tools/train.py adds to its configs."""
-    if scope == 'mmpretrain':
-        import torch
-        # mmpretrain's train/test scripts default the dataloaders to default_collate.
-        for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-            if cfg.get(field) is None:
-                continue
-            loader = ConfigDict(collate_fn=dict(type='default_collate'),
-                                pin_memory=torch.cuda.is_available())
-            loader.update(cfg[field])
-            cfg[field] = loader
-    if scope == 'mmdet':
-        from mmdet.utils import setup_cache_size_limit_of_dynamo
-        setup_cache_size_limit_of_dynamo()
-
-
-def build_runner(cfg: Config):
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
-
-
 def main(argv=None):
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    scope = config_scope(cfg)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    set_work_dir(cfg, args.config, args.work_dir)
+    cfg, scope = load_config(args.config, args.launcher, args.cfg_options, args.work_dir)
 
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
