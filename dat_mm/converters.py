@@ -184,6 +184,19 @@ def check_state_dict_fits(model: torch.nn.Module, state: Dict[str, torch.Tensor]
         raise KeyError(f'checkpoint does not fit {type(model).__name__}: ' + '; '.join(problems))
 
 
+def state_dict_of(ckpt, path: str = 'checkpoint') -> dict:
+    """The state dict of a loaded checkpoint: its ``state_dict`` (MMEngine Runner, the
+    published det/seg ones), its ``model`` (the published ImageNet ones) or the dict itself."""
+    state = ckpt
+    for key in ('state_dict', 'model'):
+        if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
+            state = ckpt[key]
+            break
+    if not isinstance(state, dict) or not state:
+        raise TypeError(f'{path}: no state dict found')
+    return state
+
+
 def load_backbone_weights(backbone: torch.nn.Module, path: str, prefix: str = None,
                           map_location='cpu') -> None:
     """Load backbone weights in dat_mm's or the authors' layout into ``backbone``.
@@ -195,14 +208,8 @@ def load_backbone_weights(backbone: torch.nn.Module, path: str, prefix: str = No
     """
     from mmengine.logging import print_log
     from mmengine.runner.checkpoint import CheckpointLoader
-    ckpt = CheckpointLoader.load_checkpoint(path, map_location=map_location)
-    state = ckpt
-    for key in ('state_dict', 'model'):
-        if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
-            state = ckpt[key]
-            break
-    if not isinstance(state, dict) or not state:
-        raise TypeError(f'{path}: no state dict found')
+    state = state_dict_of(CheckpointLoader.load_checkpoint(path, map_location=map_location),
+                          path)
     if prefix is None and any(k.startswith('backbone.') for k in state):
         prefix = 'backbone.'
     if prefix:

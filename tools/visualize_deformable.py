@@ -120,19 +120,16 @@ def load_weights(model, path: str) -> str:
     layout), a backbone-only state dict, or the authors' published checkpoints (converted).
     Returns a one-line description; raises if no backbone weight fits."""
     from dat_mm.converters import (check_state_dict_fits, convert_published_checkpoint,
-                                   is_published_layout)
+                                   is_published_layout, state_dict_of)
     from dat_mm.visualization import find_backbone
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
     ckpt = _load_file(path)
-    state = ckpt
-    for key in ('state_dict', 'model'):
-        if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
-            state = ckpt[key]
-            break
-    if not isinstance(state, dict) or not state:
-        raise ValueError(f'{path}: no state dict found')
+    try:
+        state = state_dict_of(ckpt, path)
+    except TypeError as e:
+        raise ValueError(str(e)) from None
     state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
     backbone = find_backbone(model)
     whole = any(k.startswith('backbone.') for k in state)
