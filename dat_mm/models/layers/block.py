@@ -21,22 +21,8 @@ class DATBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (Out of place: the attention and MLP outputs stay what forward hooks on them saw.)
         if self.lpu is not None:
-            x = add_residual(x, self.lpu(x))
-        x = add_residual(x, self.drop_path(self.attn(self.norm1(x))))
-        return add_residual(x, self.drop_path(self.mlp(self.norm2(x))))
-
-
-def add_residual(x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
-    """``x + branch``, written into ``branch`` when that gives the same tensor.
-
-    A residual branch ends in a convolution, a linear layer or a drop-path product, none of
-    which keeps its own output for the backward pass, so adding into it is safe under autograd
-    (and autograd's version counters would report it otherwise) and saves allocating and
-    first-touching a map-sized tensor per residual (measured in docs/benchmarks.md). Falls back
-    to ``x + branch`` when the sum would be wider (mixed precision) or broadcast.
-    """
-    if (branch.shape == x.shape and branch.dtype == torch.promote_types(x.dtype, branch.dtype)
-            and branch.data_ptr() != x.data_ptr()):
-        return branch.add_(x)
-    return x + branch
+            x = x + self.lpu(x)
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))

@@ -21,8 +21,11 @@ class ConvFFN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.drop(self.linear1(x))
-        # dwc(x) + x summed into the conv's output (a convolution does not keep its output for
-        # the backward pass); GELU in place where nothing needs its input for a backward.
+        # dwc(x) + x summed into the depth-wise conv's output (a convolution does not keep its
+        # output for the backward pass), GELU in place where no backward needs its input: two
+        # fewer allocations of the largest maps of the block (each first touch costs page faults
+        # with glibc's mmap threshold; docs/benchmarks.md). A forward hook on ``dwc`` therefore
+        # sees its output before the sum only if it copies it.
         x = self.dwc(x).add_(x)
         if x.requires_grad:
             x = self.act(x)
