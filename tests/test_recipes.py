@@ -260,13 +260,13 @@ def test_train_test_resume(name, data, tmp_path):
 
 
 # ---- a short run learns ------------------------------------------------------------------
-LEARN_ITERS = 64   # 2 epochs of 64 images, batch 2
+LEARN_ITERS = 48   # 2 epochs of 48 images, batch 2
 
 
 @pytest.fixture(scope='module')
 def learn_data(tmp_path_factory):
     root = tmp_path_factory.mktemp('learn')
-    generate_coco_shapes(str(root / 'coco'), num_train=64, num_val=16, image_size=(128, 128),
+    generate_coco_shapes(str(root / 'coco'), num_train=48, num_val=8, image_size=(128, 128),
                          seed=0)
     return root / 'coco'
 
