@@ -9,12 +9,9 @@ import torch
 
 # -- the spec's published key layout ---------------------------------------------------------
 _WB = r'\.(weight|bias)$'
-PUBLISHED_V2 = [
-    r'^patch_proj\.[03]' + _WB, r'^patch_proj\.[14]\.norm' + _WB,
+# D blocks, down projections and the classifier's norm/head: the same in DAT++ and v1
+_SHARED = [
     r'^stages\.\d\.layer_norms\.\d+\.norm' + _WB,
-    r'^stages\.\d\.local_perception_units\.\d+' + _WB,
-    r'^stages\.\d\.mlps\.\d+\.(linear1\.0|linear2\.0|dwc)' + _WB,
-    r'^stages\.\d\.attns\.\d+\.(qkv|proj)' + _WB, r'^stages\.\d\.attns\.\d+\.rpb$',
     r'^stages\.\d\.attns\.\d+\.proj_(q|k|v|out)' + _WB,
     r'^stages\.\d\.attns\.\d+\.conv_offset\.0' + _WB,
     r'^stages\.\d\.attns\.\d+\.conv_offset\.1\.norm' + _WB,
@@ -23,20 +20,18 @@ PUBLISHED_V2 = [
     r'^down_projs\.\d\.0\.weight$', r'^down_projs\.\d\.1\.norm' + _WB,
     r'^cls_norm\.norm' + _WB, r'^cls_head' + _WB,
 ]
-PUBLISHED_V1 = [
+PUBLISHED_V2 = _SHARED + [
+    r'^patch_proj\.[03]' + _WB, r'^patch_proj\.[14]\.norm' + _WB,
+    r'^stages\.\d\.local_perception_units\.\d+' + _WB,
+    r'^stages\.\d\.mlps\.\d+\.(linear1\.0|linear2\.0|dwc)' + _WB,
+    r'^stages\.\d\.attns\.\d+\.(qkv|proj)' + _WB, r'^stages\.\d\.attns\.\d+\.rpb$',
+]
+PUBLISHED_V1 = _SHARED + [
     r'^patch_proj\.0' + _WB, r'^patch_proj\.1\.norm' + _WB,
-    r'^stages\.\d\.layer_norms\.\d+\.norm' + _WB,
     r'^stages\.\d\.mlps\.\d+\.chunk\.linear[12]' + _WB,
     r'^stages\.\d\.attns\.\d+\.proj_(qkv|out)' + _WB,
     r'^stages\.\d\.attns\.\d+\.relative_position_(bias_table|index)$',
     r'^stages\.\d\.attns\.\d+\.attn_mask$',
-    r'^stages\.\d\.attns\.\d+\.proj_(q|k|v|out)' + _WB,
-    r'^stages\.\d\.attns\.\d+\.conv_offset\.0' + _WB,
-    r'^stages\.\d\.attns\.\d+\.conv_offset\.1\.norm' + _WB,
-    r'^stages\.\d\.attns\.\d+\.conv_offset\.3\.weight$',
-    r'^stages\.\d\.attns\.\d+\.rpe_table$',
-    r'^down_projs\.\d\.0\.weight$', r'^down_projs\.\d\.1\.norm' + _WB,
-    r'^cls_norm\.norm' + _WB, r'^cls_head' + _WB,
 ]
 DENSE_NORMS = r'^norms\.\d\.norm' + _WB
 
