@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from dat_mm import DAT
 from dat_mm.models.layers import DeformableAttention2d
