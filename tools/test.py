@@ -13,8 +13,7 @@ import os
 
 from mmengine.config import Config, DictAction
 
-from dat_mm.apis import (adapt_to_device, apply_scope_defaults, build_runner,
-                        init_cpu_distributed, load_config)
+from dat_mm.apis import build_runner, load_config
 
 
 def parse_args(argv=None):
@@ -92,11 +91,7 @@ def main(argv=None):
         # IoUMetric writes one PNG per image into output_dir
         cfg.test_evaluator['output_dir'] = args.out
 
-    apply_scope_defaults(cfg, scope)
-    adapt_to_device(cfg, args.launcher)
-    init_cpu_distributed(args.launcher, cfg.env_cfg.dist_cfg.get('backend', 'gloo')
-                         if cfg.get('env_cfg') else 'gloo')
-    runner = build_runner(cfg)
+    runner = build_runner(cfg, scope, args.launcher)
     if args.out and scope != 'mmseg':
         add_dump(runner, cfg, scope, args.out)
     metrics = runner.test()

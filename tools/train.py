@@ -14,8 +14,7 @@ import os
 
 from mmengine.config import DictAction
 
-from dat_mm.apis import (adapt_to_device, apply_scope_defaults, build_runner,
-                        init_cpu_distributed, load_config)
+from dat_mm.apis import build_runner, load_config
 
 
 def parse_args(argv=None):
@@ -69,11 +68,7 @@ def main(argv=None):
         cfg.resume = True
         cfg.load_from = args.resume
 
-    apply_scope_defaults(cfg, scope)
-    adapt_to_device(cfg, args.launcher, amp_requested=args.amp)
-    init_cpu_distributed(args.launcher, cfg.env_cfg.dist_cfg.get('backend', 'gloo')
-                         if cfg.get('env_cfg') else 'gloo')
-    runner = build_runner(cfg)
+    runner = build_runner(cfg, scope, args.launcher, amp_requested=args.amp)
     runner.train()
     return runner
 

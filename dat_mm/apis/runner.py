@@ -121,9 +121,15 @@ def apply_scope_defaults(cfg: Config, scope: str) -> None:
         setup_cache_size_limit_of_dynamo()
 
 
-def build_runner(cfg: Config):
+def build_runner(cfg: Config, scope: str, launcher: str = 'none', amp_requested: bool = False):
+    """The Runner of a loaded config, after what tools/train.py and tools/test.py both do:
+    the scope's defaults, the CPU adaptation of GPU recipes, and the CPU process group."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
+    apply_scope_defaults(cfg, scope)
+    adapt_to_device(cfg, launcher, amp_requested=amp_requested)
+    init_cpu_distributed(launcher, cfg.env_cfg.dist_cfg.get('backend', 'gloo')
+                         if cfg.get('env_cfg') else 'gloo')
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
