@@ -10,6 +10,8 @@ import pytest
 from dat_mm.checkpoint import safe_load
 from dat_mm.datasets import generate_coco_shapes
 
+from small_configs import det_override
+
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,41 +28,7 @@ def test_dist_train_two_processes(tmp_path):
     generate_coco_shapes(str(data), num_train=8, num_val=2, image_size=(96, 96), seed=0)
     override = tmp_path / 'cascade_small.py'
     # the Cascade T++ 1x recipe: SyncBN heads, fp16, nccl -- all adapted for CPU processes
-    override.write_text(f'''
-_base_ = '{ROOT / 'configs/mmdet/cascade_dat_t_pp_1x.py'}'
-_heads = _base_.model.roi_head.bbox_head
-for _h in _heads:
-    _h.num_classes = 3
-_rcnn = _base_.model.train_cfg.rcnn
-for _stage in _rcnn:
-    _stage.sampler.num = 64   # RoIs per image and stage (512 in the recipe)
-model = dict(backbone=dict(init_cfg=None),
-             roi_head=dict(bbox_head=_heads, mask_head=dict(num_classes=3)),
-             train_cfg=dict(rcnn=_rcnn))
-del _heads, _h, _rcnn, _stage
-data_root = '{data}/'
-metainfo = dict(classes=('circle', 'square', 'triangle'))
-pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='Resize', scale=(96, 96), keep_ratio=True),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                                          'scale_factor'))]
-train_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=pipeline,
-                 ann_file='annotations/instances_train.json', data_prefix=dict(img='train/'),
-                 filter_cfg=dict(filter_empty_gt=True, min_size=4)))
-val_dataloader = dict(
-    batch_size=1, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=pipeline, test_mode=True,
-                 ann_file='annotations/instances_val.json', data_prefix=dict(img='val/')))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
-test_evaluator = val_evaluator
-train_cfg = dict(max_epochs=1, val_interval=100)
-default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1))
-''')
+    override.write_text(det_override('configs/mmdet/cascade_dat_t_pp_1x.py', data, 'cascade'))
     work = tmp_path / 'work'
     env = dict(os.environ, PORT=str(_free_port()), OMP_NUM_THREADS='1')
     proc = subprocess.run(['bash', str(ROOT / 'tools' / 'dist_train.sh'), str(override), '2',
