@@ -158,8 +158,7 @@ def test_short_run_learns_on_generated_shapes(learn_data, tmp_path):
     override.write_text(f'''
 _base_ = '{ROOT / 'configs/quickstart/cascade_dat_s_pp_synthetic.py'}'
 data_root = '{learn_data}/'
-model = dict(backbone=dict(arch='tiny++'), neck=dict(in_channels=[64, 128, 256, 512]),
-             test_cfg=dict(rcnn=dict(max_per_img=20)))   # <= 3 shapes per image
+model = dict(backbone=dict(arch='tiny++'), neck=dict(in_channels=[64, 128, 256, 512]))
 train_dataloader = dict(dataset=dict(data_root=data_root))
 val_dataloader = dict(dataset=dict(data_root=data_root))
 test_dataloader = val_dataloader

@@ -23,7 +23,8 @@ model = dict(
     backbone=dict(drop_path_rate=0.0, with_cp=False, init_cfg=None),
     roi_head=dict(bbox_head=_bbox_heads, mask_head=dict(num_classes=num_classes)),
     train_cfg=dict(rpn_proposal=dict(nms_pre=300, max_per_img=100), rcnn=_rcnn_train),
-    test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=100)))
+    # <= 3 shapes per image: 20 detections, not 100, go through the three mask heads
+    test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=100), rcnn=dict(max_per_img=20)))
 del _bbox_heads, _head, _rcnn_train, _stage
 
 # -- data ----------------------------------------------------------------------------------
