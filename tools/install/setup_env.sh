@@ -12,11 +12,18 @@
 #   DAT_MM_CACHE    cache outside the checkout for the built mmcv wheel
 #                   (default: ${XDG_CACHE_HOME:-~/.cache}/dat_mm)
 #   DAT_MM_MMCV_CUDA=1  build mmcv's CUDA ops too (needs nvcc; default: CPU ops only)
-#   DAT_MM_FORCE=1  ignore the stamp and redo every step (pip skips what is already there)
+#   DAT_MM_FORCE=1  ignore the stamp and redo every step (the installer skips what is there)
+#   DAT_MM_INSTALLER=pip  install with pip instead of uv (default: uv, itself installed into
+#                   the venv by pip; pip is used when uv cannot be installed)
 #
-# Every pip call uses -c requirements/constraints.txt, so no dependency can replace torch or
-# move numpy. mmcv is only ever installed from the wheel that tools/install/build_mmcv.sh
-# built (--only-binary mmcv --find-links <cache>): pip never builds it from the sdist itself
+# Installer: uv (from PyPI, pinned in constraints.txt) keeps unpacked wheels in its cache
+# (~/.cache/uv) and hard-links them into the venv, so a new checkout's venv with torch's
+# 5.5 GB of CUDA-build files takes seconds instead of pip's minute of unzipping. uv does not
+# read pip's config: PIP_INDEX_URL / PIP_EXTRA_INDEX_URL / PIP_FIND_LINKS and the
+# index-url / extra-index-url / find-links of `pip config` are passed on to it (UV_*, unless
+# set). Every install uses -c requirements/constraints.txt, so no dependency can replace torch
+# or move numpy. mmcv is only ever installed from the wheel that tools/install/build_mmcv.sh
+# built (--only-binary mmcv --find-links <cache>): neither installer builds it from the sdist
 # (an isolated build silently has no ops, and pip would cache that broken wheel).
 # A stamp in the venv (hash of the requirement files and these scripts) makes a second run
 # take seconds: it only re-runs tools/install/check_env.py.
@@ -74,9 +81,54 @@ command -v c++ >/dev/null 2>&1 || command -v g++ >/dev/null 2>&1 \
 
 pipi() { "$py" -m pip install --disable-pip-version-check -c "$constraints" "$@"; }
 
+# --- installer: uv when it can be had, else pip ---------------------------------------------
+# pip's index settings for uv: "index-url", "extra-index-url", "find-links" of `pip config`
+# (environment variables PIP_* included, as pip itself sees them), unless UV_* are set.
+pip_setting() {   # the environment first, then the config files (pip's precedence)
+    local listed scope v
+    listed=$("$py" -m pip config list 2>/dev/null) || return 0
+    for scope in ':env:' install global; do
+        v=$(sed -n -E "s/^$scope\.$1='(.*)'\$/\1/p" <<<"$listed" | tail -n 1)
+        [[ -n $v ]] && { echo "$v"; return 0; }
+    done
+}
+use_uv() {
+    local uv_ver
+    uv_ver=$(sed -n -E 's/^uv==([^ #]+).*/\1/p' "$constraints")
+    [[ -x $venv/bin/uv && "$("$venv/bin/uv" --version 2>/dev/null)" == "uv $uv_ver"* ]] \
+        || pipi -q "uv==$uv_ver" || return 1
+    local v
+    if [[ -z ${UV_INDEX_URL:-} ]] && v=$(pip_setting index-url) && [[ -n $v ]]; then
+        export UV_INDEX_URL=$v
+    fi
+    if [[ -z ${UV_EXTRA_INDEX_URL:-} ]] && v=$(pip_setting extra-index-url) && [[ -n $v ]]; then
+        export UV_EXTRA_INDEX_URL=$v
+    fi
+    if [[ -z ${UV_FIND_LINKS:-} ]] && v=$(pip_setting find-links) && [[ -n $v ]]; then
+        export UV_FIND_LINKS=${v// /,}
+    fi
+    # pip's behaviour for several indexes: the best version across all of them
+    export UV_INDEX_STRATEGY=${UV_INDEX_STRATEGY:-unsafe-best-match}
+}
+installer=${DAT_MM_INSTALLER:-uv}
+if [[ $installer == uv ]] && ! use_uv; then
+    log "could not install uv into $venv: installing with pip"
+    installer=pip
+fi
+[[ $installer == uv || $installer == pip ]] || die "DAT_MM_INSTALLER must be uv or pip, not '$installer'"
+install() {
+    if [[ $installer == uv ]]; then
+        "$venv/bin/uv" pip install --python "$py" -c "$constraints" "$@" \
+            || die "uv could not install $* (see above); DAT_MM_INSTALLER=pip uses pip"
+    else
+        pipi "$@"
+    fi
+}
+log "installer: $installer"
+
 # --- build tools, torch, numpy (pinned in constraints.txt) ---------------------------------
 log "installing build tools, torch, torchvision, numpy"
-pipi -r "$root/requirements/build.txt" -r "$root/requirements/runtime.txt" torchvision
+install -r "$root/requirements/build.txt" -r "$root/requirements/runtime.txt" torchvision
 
 # --- mmcv with ops: cached wheel or a fresh build ----------------------------------------
 read -r torch_ver py_tag < <("$py" -c 'import sys, torch; print(torch.__version__, "cp%d%d" % sys.version_info[:2])')
@@ -94,11 +146,20 @@ fi
 
 # --- the OpenMMLab stack, test tools, dat_mm itself --------------------------------------
 log "installing mmengine, mmcv (cached wheel), mmdet, mmsegmentation, mmpretrain, test tools"
-pipi --only-binary mmcv --find-links "$wheel_dir" \
+install --only-binary mmcv --find-links "$wheel_dir" \
     -r "$root/requirements/runtime.txt" -r "$root/requirements/openmmlab.txt" \
     -r "$root/requirements/tests.txt"
 log "installing dat_mm (editable)"
-pipi --no-deps --no-build-isolation -e "$root"
+install --no-deps --no-build-isolation -e "$root"
+
+# uv links source files only; pip byte-compiles what it installs. Compile once here, so that
+# no process has to (with PYTHONDONTWRITEBYTECODE set, every process would, every time).
+if [[ $installer == uv ]]; then
+    log "byte-compiling the venv's site-packages"
+    site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    "$py" -m compileall -q -j 0 "$site" >/dev/null \
+        || log "some files did not byte-compile (left as source, as pip leaves them)"
+fi
 
 # --- verify ------------------------------------------------------------------------------
 "$py" "$root/tools/install/check_env.py" \
