@@ -76,6 +76,8 @@ NA_NAMES = ['out', 'q', 'k', 'v', 'rpb']
     (17, 50, 7),
     (30, 19, 1),     # 1x1 tiles: one query per tile
     (12, 40, 16),    # tile larger than the map along H
+    (23, 31, (2, 7)),  # rectangular tiles (the automatic choice at DAT++ stage shapes)
+    (29, 14, (7, 2)),
 ])
 @pytest.mark.parametrize('with_rpb', [True, False])
 def test_na_tiled_matches_reference_float32(H, W, tile, with_rpb):

@@ -4,10 +4,11 @@ Exact NATTEN 0.14 semantics (see :mod:`dat_mm.models.layers.neighborhood_attn`),
 without gathering a ``k x k`` copy of the keys and values per query (the reference's
 ``(B, heads, H, W, k*k, c)`` tensors, 49x the size of ``k`` and ``v`` for ``k = 7``).
 
-The query map is cut into ``T x T`` tiles. Along an axis, the windows of the queries of one
+The query map is cut into ``Ty x Tx`` tiles. Along an axis, the windows of the queries of one
 tile all lie inside a halo of ``T + k - 1`` keys (windows start at ``clamp(i - k//2, 0, L - k)``,
 a non-decreasing function that grows by at most one per query), so a tile's attention is a
-small dense attention of ``T*T`` queries against ``(T + k - 1)**2`` halo keys with an additive
+small dense attention of ``Ty*Tx`` queries against ``(Ty + k - 1)(Tx + k - 1)`` halo keys with an
+additive
 bias: ``rpb[head, ky - qy + k - 1, kx - qx + k - 1]`` where the key is in the query's window and
 ``-inf`` elsewhere. Dense batched matmuls over all tiles replace the reference's gathers; the
 softmax over ``-inf`` entries gives exactly zero weight, so the result is the reference's up to
@@ -21,17 +22,19 @@ nothing of the size of the logits is built for the bias.
 An axis not longer than ``T + k - 1`` is one tile (the whole axis is the halo).
 """
 import functools
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
-#: Candidate query tile edges (any value >= 1 is exact). The tile of a map is the candidate
-#: with the least estimated cost: tiles x (queries x halo keys per tile + TILE_OVERHEAD).
-#: Measured on the 2-core AVX-512 CPU this was written on (docs/benchmarks.md): 6-8 are within
-#: ~20% of each other at every DAT++ stage shape, smaller tiles lose to gather overhead and
-#: larger ones to masked-out work ((T + k - 1)^2 / k^2 keys per query).
-TILE_CANDIDATES = (6, 7, 8)
+#: Candidate query tile edges, per axis (any value >= 1 is exact; tiles may be rectangular).
+#: The tile of a map is the candidate pair with the least estimated cost: tiles x (queries x
+#: halo keys per tile + TILE_OVERHEAD). The logits hold (Ty + k - 1)(Tx + k - 1) / k^2 times
+#: the useful work; small tiles waste less of it but make more, smaller matmuls. Measured on
+#: the 2-core AVX-512 CPU this was written on (docs/benchmarks.md, forward + backward at the
+#: DAT-T++ stage shapes): rectangular 4x7 tiles beat 7x7 by ~25% on a 56x56 map, 2x14 beat one
+#: 14x14 tile by ~20%; the cost model picks those.
+TILE_CANDIDATES = (2, 4, 6, 7, 8)
 TILE_OVERHEAD = 2000
 
 
@@ -82,8 +85,9 @@ class _MapPlan:
     """Everything about a ``(H, W)`` map, kernel and tile that does not depend on the tensors:
     the flat gather indices and the distinct bias patterns with the runs that use them."""
 
-    def __init__(self, H: int, W: int, ks: int, tile: int, device):
-        py, px = axis_plan(H, ks, tile), axis_plan(W, ks, tile)
+    def __init__(self, H: int, W: int, ks: int, tile: Tuple[int, int], device):
+        tile_y, tile_x = tile
+        py, px = axis_plan(H, ks, tile_y), axis_plan(W, ks, tile_x)
         self.py, self.px = py, px
         ny, nx, ty, tx = py.n_tiles, px.n_tiles, py.tq, px.tq
         rows = torch.arange(py.padded).clamp(max=H - 1).view(ny, 1, ty, 1)
@@ -162,7 +166,8 @@ class _AddRunBias(torch.autograd.Function):
 _PLANS = {}
 
 
-def map_plan(H: int, W: int, ks: int, tile: int, device) -> _MapPlan:
+def map_plan(H: int, W: int, ks: int, tile, device) -> _MapPlan:
+    tile = (tile, tile) if isinstance(tile, int) else tuple(tile)
     key = (H, W, ks, tile, str(device))
     plan = _PLANS.get(key)
     if plan is None:
@@ -173,16 +178,20 @@ def map_plan(H: int, W: int, ks: int, tile: int, device) -> _MapPlan:
 
 
 @functools.lru_cache(maxsize=256)
-def choose_tile(H: int, W: int, ks: int) -> int:
-    def cost(t):
-        py, px = axis_plan(H, ks, t), axis_plan(W, ks, t)
-        return py.n_tiles * px.n_tiles * (py.tq * px.tq * py.halo * px.halo + TILE_OVERHEAD)
-    return min(TILE_CANDIDATES, key=cost)
+def choose_tile(H: int, W: int, ks: int) -> Tuple[int, int]:
+    """``(Ty, Tx)`` of least estimated cost (ties: the squarer, then the smaller tile)."""
+    def cost(tile):
+        py, px = axis_plan(H, ks, tile[0]), axis_plan(W, ks, tile[1])
+        work = py.n_tiles * px.n_tiles * (py.tq * px.tq * py.halo * px.halo + TILE_OVERHEAD)
+        return work, abs(tile[0] - tile[1]), tile
+    return min(((ty, tx) for ty in TILE_CANDIDATES for tx in TILE_CANDIDATES), key=cost)
 
 
 def na2d_tiled(q, k, v, rpb, kernel_size: int, attn_drop: float = 0.0, training: bool = False,
-               return_attn: bool = False, tile: int = None):
+               return_attn: bool = False, tile: Union[int, Tuple[int, int]] = None):
     """Neighbourhood attention by query tiles; same arguments and result as ``na2d_reference``.
+
+    ``tile``: query tile edge, or ``(Ty, Tx)`` (default: :func:`choose_tile`).
 
     Without autograd (inference) the tiles go through ``scaled_dot_product_attention`` with the
     per-tile bias/mask as ``attn_mask`` (fused kernels on CPU and GPU). With autograd the
