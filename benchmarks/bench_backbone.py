@@ -12,6 +12,12 @@ machine's available memory minus 2 GiB when it starts, so a run that would exhau
 machine is reported as failed (allocation error) instead of ending the benchmark or
 triggering the kernel's OOM killer.
 
+Rounds (``--rounds N``, default 1): every (model, path) of a case runs once per round, in
+turn, so that the rows being compared were measured minutes apart rather than one after the
+other's whole series; a VM's slow phases then hit both. With N > 1 a row's time is the median
+over all rounds' repeats, and "time / Swin" is the median of the per-round ratios (each round's
+DAT median over the same round's Swin median), printed with their range.
+
 Printed per row: median time, peak memory (see benchmarks/common.py), the error of the fast
 path vs the reference path of the same model (norm-relative, worst over the 4 outputs and,
 for train steps, every parameter gradient but the analytically zero one of proj_k.bias), the
@@ -169,6 +175,24 @@ def run_worker(args, case, model, backend, extra):
     return {'failed': f'exit {proc.returncode}: ' + ' / '.join(tail)[-300:]}
 
 
+def _merge_round(results, key, r):
+    """Fold one round's worker result into the row: all repeats, each round's median, the
+    worst error and peak memory seen; a failure in any round fails the row."""
+    row = results.setdefault(key, {'times': [], 'round_t': [], 'mem': None})
+    if 'failed' in row:
+        return
+    if 'failed' in r:
+        results[key] = {'failed': r['failed']}
+        return
+    row['times'] += r['times']
+    row['round_t'].append(r['t'])
+    row['t'] = median(row['times'])
+    if r.get('mem') is not None:
+        row['mem'] = max(row['mem'] or 0, r['mem'])
+    if 'err' in r:
+        row['err'] = max(row.get('err', 0.0), r['err'])
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--models', nargs='+', default=['dat-t++', 'swin-t', 'dat-s++', 'swin-s'])
@@ -179,6 +203,8 @@ def main():
                    help='cases (as in --cases) that also run the DAT reference path '
                         '(default: all)')
     p.add_argument('--repeats', type=int, default=3)
+    p.add_argument('--rounds', type=int, default=1,
+                   help='interleaved rounds of all (model, path) rows of a case (see above)')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--threads', type=int, default=None,
                    help='torch.set_num_threads (default: torch\'s, one per core)')
@@ -202,6 +228,8 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     from dat_mm.analysis import count_model
+    if args.rounds < 1:
+        p.error('--rounds must be at least 1')
     print('# bench_backbone:', ' '.join(sys.argv[1:]) or '(defaults)')
     print(machine_info(args.device))
     print(f'timing clock: {args.clock}')
@@ -215,29 +243,38 @@ def main():
         size, mode = case.split(':')
         H, W, B = (int(v) for v in size.split('x'))
         results = {}
+        flops = {}
         for name in args.models:
             macs = count_model(build(name), (B, 3, H, W), device='meta').flops
-            flops = 2 * macs * (3 if mode == 'train' else 1)
-            vals = os.path.join(tmp, 'vals.pt')
-            paths = [('fast' if name in DAT_ARCH else '-', None, ['--save-vals', vals])]
-            if name in DAT_ARCH and case in ref_cases:
-                paths.append(('reference', 'reference', ['--compare-vals', vals]))
-            for label, backend, extra in paths:
-                r = run_worker(args, case, name, backend, extra)
-                r.update(case=case, model=name, path=label, flops=flops)
-                results[(name, label)] = r
-                rows.append(r)
-                print(f'  {case} {name} {label}: ' + (r['failed'] if 'failed' in r else
-                      f"{fmt_ms(r['t'])} ms, times {[round(t, 3) for t in r['times']]}"),
-                      flush=True)
-            if os.path.exists(vals):
-                os.remove(vals)
+            flops[name] = 2 * macs * (3 if mode == 'train' else 1)
+        for rnd in range(args.rounds):
+            for name in args.models:
+                vals = os.path.join(tmp, 'vals.pt')
+                paths = [('fast' if name in DAT_ARCH else '-', None, ['--save-vals', vals])]
+                if name in DAT_ARCH and case in ref_cases:
+                    paths.append(('reference', 'reference', ['--compare-vals', vals]))
+                for label, backend, extra in paths:
+                    r = run_worker(args, case, name, backend, extra)
+                    _merge_round(results, (name, label), r)
+                    print(f'  {case} {name} {label} round {rnd + 1}/{args.rounds}: ' +
+                          (r['failed'] if 'failed' in r else
+                           f"{fmt_ms(r['t'])} ms, times {[round(t, 3) for t in r['times']]}"),
+                          flush=True)
+                if os.path.exists(vals):
+                    os.remove(vals)
+        for (name, label), r in results.items():
+            r.update(case=case, model=name, path=label, flops=flops[name])
+            rows.append(r)
         for r in rows:
             if r['case'] != case or 'failed' in r:
                 continue
             swin = results.get((PAIR.get(r['model']), '-'))
-            r['vs_swin'] = (f"{r['t'] / swin['t']:.2f}" if swin and 'failed' not in swin
-                            else '-')
+            r['vs_swin'] = '-'
+            if swin and 'failed' not in swin:
+                ratios = [a / b for a, b in zip(r['round_t'], swin['round_t'])]
+                r['vs_swin'] = f'{median(ratios):.2f}'
+                if len(ratios) > 1:
+                    r['vs_swin'] += f' ({min(ratios):.2f}-{max(ratios):.2f})'
             ref = results.get((r['model'], 'reference'))
             ok = r['path'] == 'fast' and ref and 'failed' not in ref
             r['vs_ref'] = f"{ref['t'] / r['t']:.2f}" if ok else '-'
