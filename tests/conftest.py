@@ -1,6 +1,8 @@
-"""Shared pytest setup: a version header for CI logs and a fixed seed for every test."""
+"""Shared pytest setup: a version header for CI logs, a fixed seed for every test, and no
+mmengine visualizer carried over from one test to the next."""
 import importlib
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -24,3 +26,21 @@ def _fixed_seed():
     np.random.seed(0)
     torch.manual_seed(0)
     yield
+
+
+def _subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+@pytest.fixture(autouse=True)
+def _no_visualizer_from_earlier_tests():
+    """mmengine keeps visualizers in a process-wide table by name, and the OpenMMLab configs all
+    name theirs 'visualizer': a Runner built in a later test would get an earlier test's
+    instance, whose backends write into that test's work directory (deleted once it passed)."""
+    yield
+    vis = sys.modules.get('mmengine.visualization')
+    if vis is not None:
+        for cls in (vis.Visualizer, *_subclasses(vis.Visualizer)):
+            cls._instance_dict.clear()
