@@ -92,30 +92,28 @@ pip_setting() {   # the environment first, then the config files (pip's preceden
         [[ -n $v ]] && { echo "$v"; return 0; }
     done
 }
+pass_on() {   # pass_on PIP_KEY UV_VAR SEPARATOR: pip's setting as UV_VAR, unless it is set
+    local v
+    [[ -z ${!2:-} ]] && v=$(pip_setting "$1") && [[ -n $v ]] && export "$2=${v// /$3}"
+    return 0
+}
 use_uv() {
     local uv_ver
     uv_ver=$(sed -n -E 's/^uv==([^ #]+).*/\1/p' "$constraints")
     [[ -x $venv/bin/uv && "$("$venv/bin/uv" --version 2>/dev/null)" == "uv $uv_ver"* ]] \
         || pipi -q "uv==$uv_ver" || return 1
-    local v
-    if [[ -z ${UV_INDEX_URL:-} ]] && v=$(pip_setting index-url) && [[ -n $v ]]; then
-        export UV_INDEX_URL=$v
-    fi
-    if [[ -z ${UV_EXTRA_INDEX_URL:-} ]] && v=$(pip_setting extra-index-url) && [[ -n $v ]]; then
-        export UV_EXTRA_INDEX_URL=$v
-    fi
-    if [[ -z ${UV_FIND_LINKS:-} ]] && v=$(pip_setting find-links) && [[ -n $v ]]; then
-        export UV_FIND_LINKS=${v// /,}
-    fi
+    pass_on index-url UV_INDEX_URL ' '
+    pass_on extra-index-url UV_EXTRA_INDEX_URL ' '
+    pass_on find-links UV_FIND_LINKS ,     # uv separates find-links with commas
     # pip's behaviour for several indexes: the best version across all of them
     export UV_INDEX_STRATEGY=${UV_INDEX_STRATEGY:-unsafe-best-match}
 }
 installer=${DAT_MM_INSTALLER:-uv}
+[[ $installer == uv || $installer == pip ]] || die "DAT_MM_INSTALLER must be uv or pip, not '$installer'"
 if [[ $installer == uv ]] && ! use_uv; then
     log "could not install uv into $venv: installing with pip"
     installer=pip
 fi
-[[ $installer == uv || $installer == pip ]] || die "DAT_MM_INSTALLER must be uv or pip, not '$installer'"
 install() {
     if [[ $installer == uv ]]; then
         "$venv/bin/uv" pip install --python "$py" -c "$constraints" "$@" \
