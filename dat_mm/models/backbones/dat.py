@@ -76,6 +76,8 @@ class DAT(BaseModule):
         with_cp: activation checkpointing per block while training.
         attn_backend: force an attention backend (``'reference'``, ...) for every block;
             ``None`` chooses automatically (see ``dat_mm.models.layers.attention_backends``).
+        ffn_recompute_act: the ConvFFN keeps its GELU input and recomputes the output in the
+            backward pass (``None``: whenever exact; see :class:`ConvFFN` ``recompute_act``).
         channels_last: run the feature maps in ``torch.channels_last`` memory (the returned
             maps are always contiguous NCHW). ``None``: on CPU inputs, where the convolutions
             and the channel LayerNorms are faster that way (docs/benchmarks.md).
@@ -89,7 +91,7 @@ class DAT(BaseModule):
                  attn_drop_rate: float = 0.0, out_indices: Sequence[int] = (0, 1, 2, 3),
                  out_norm: bool = True, frozen_stages: int = -1, norm_eval: bool = False,
                  with_cp: bool = False, attn_backend: str = None,
-                 channels_last: Optional[bool] = None, init_cfg=None):
+                 ffn_recompute_act: Optional[bool] = None, channels_last: Optional[bool] = None, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.arch = spec = resolve_arch(arch)
         num_stages = len(spec.stages)
@@ -125,10 +127,11 @@ class DAT(BaseModule):
             for j, kind in enumerate(stage.blocks):
                 attn = _build_attention(kind, stage, spec, fmap, attn_drop_rate, drop_rate,
                                         attn_backend)
-                mlp_cls = ConvFFN if spec.conv_ffn else TokenMLP
-                blocks.append(DATBlock(stage.dim, attn, mlp_cls(stage.dim, spec.mlp_ratio,
-                                                                 drop_rate),
-                                       dpr[i][j], use_lpu=spec.lpu))
+                if spec.conv_ffn:
+                    mlp = ConvFFN(stage.dim, spec.mlp_ratio, drop_rate, ffn_recompute_act)
+                else:
+                    mlp = TokenMLP(stage.dim, spec.mlp_ratio, drop_rate)
+                blocks.append(DATBlock(stage.dim, attn, mlp, dpr[i][j], use_lpu=spec.lpu))
             self.stages.append(DATStage(blocks, with_cp))
             fmap //= 2
         self.norms = nn.ModuleList(

@@ -6,6 +6,7 @@ from .embed import (overlapped_downsample, overlapped_stem, patch_downsample, pa
 from .mlp import ConvFFN, TokenMLP
 from .neighborhood_attn import NeighborhoodAttention2d, na2d_reference
 from .norm import LayerNorm2d
+from .residual_conv import ResidualDWConv2d
 from .window_attn import WindowAttention2d
 
 __all__ = [
@@ -13,7 +14,7 @@ __all__ = [
     'DeformableAttention2d', 'deformable_rpe_bias', 'dmha_reference', 'DropPath',
     'drop_path_schedule', 'overlapped_downsample', 'overlapped_stem', 'patch_downsample',
     'patch_stem', 'ConvFFN', 'TokenMLP', 'NeighborhoodAttention2d', 'na2d_reference',
-    'LayerNorm2d', 'WindowAttention2d'
+    'LayerNorm2d', 'ResidualDWConv2d', 'WindowAttention2d'
 ]
 
 # Fast attention backends register themselves into attention_backends on import (after the

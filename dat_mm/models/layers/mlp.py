@@ -1,6 +1,12 @@
 """The two MLPs of DAT: ConvFFN (DAT++) and the token MLP (DAT v1)."""
+from typing import Optional
+
 import torch
 import torch.nn as nn
+
+from dat_mm.ops.gelu_conv1x1 import check_gelu_conv1x1, gelu_conv1x1, gelu_map
+
+from .residual_conv import ResidualDWConv2d
 
 
 class ConvFFN(nn.Module):
@@ -8,29 +14,50 @@ class ConvFFN(nn.Module):
 
     The depth-wise conv is a residual *before* the activation. Parameter names follow the
     published checkpoints (``linear1.0``, ``dwc``, ``linear2.0``).
+
+    Computed as: ``dwc`` is a :class:`ResidualDWConv2d` (the residual folded into the
+    convolution, so its forward hooks see ``h + DWConv(h)``); GELU runs on the NHWC view of
+    ``channels_last`` maps, in place when no backward pass needs its input. With autograd, the
+    GELU and ``linear2`` run as one function that keeps the GELU's input and recomputes its
+    output in the backward pass (:mod:`dat_mm.ops.gelu_conv1x1`): one ``rC`` map less per
+    block, bit-identical results; forward hooks on ``act`` and ``linear2`` do not fire then.
+
+    Args:
+        recompute_act: that function with autograd. ``None`` (default): whenever it computes
+            the call exactly (not under autocast, no dropout in training); ``False``: never
+            (the plain modules); ``True``: always, an error where it cannot.
     """
 
-    def __init__(self, dim: int, ratio: int = 4, drop: float = 0.0):
+    def __init__(self, dim: int, ratio: int = 4, drop: float = 0.0,
+                 recompute_act: Optional[bool] = None):
         super().__init__()
         hidden = dim * ratio
         self.linear1 = nn.Sequential(nn.Conv2d(dim, hidden, 1))
-        self.dwc = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden)
+        self.dwc = ResidualDWConv2d(hidden, 3)
         self.act = nn.GELU()
         self.linear2 = nn.Sequential(nn.Conv2d(hidden, dim, 1))
         self.drop = nn.Dropout(drop)
+        self.recompute_act = recompute_act
+
+    def _why_not_recompute(self, x: torch.Tensor) -> Optional[str]:
+        if self.recompute_act is False:
+            return 'recompute_act=False'
+        if not (torch.is_grad_enabled() and (x.requires_grad or any(
+                p.requires_grad for p in self.linear2.parameters()))):
+            return 'no autograd'
+        if self.training and self.drop.p > 0:
+            return f'dropout ({self.drop.p}) after the activation in training'
+        return check_gelu_conv1x1(x, self.linear2[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.drop(self.linear1(x))
-        # dwc(x) + x summed into the depth-wise conv's output (a convolution does not keep its
-        # output for the backward pass), GELU in place where no backward needs its input: two
-        # fewer allocations of the largest maps of the block (each first touch costs page faults
-        # with glibc's mmap threshold; docs/benchmarks.md). A forward hook on ``dwc`` therefore
-        # sees its output before the sum only if it copies it.
-        x = self.dwc(x).add_(x)
-        if x.requires_grad:
-            x = self.act(x)
-        else:
-            x = torch.ops.aten.gelu_(x, approximate=self.act.approximate)
+        x = self.dwc(self.drop(self.linear1(x)))
+        why_not = self._why_not_recompute(x)
+        if why_not is None:
+            return gelu_conv1x1(x, self.linear2[0], self.act.approximate)
+        if self.recompute_act and why_not != 'no autograd':
+            raise ValueError(f'ConvFFN(recompute_act=True) cannot run this call: {why_not}')
+        # without a backward pass that needs it, the activation overwrites its input
+        x = gelu_map(x, self.act.approximate, inplace=not x.requires_grad)
         return self.drop(self.linear2(x))
 
 

@@ -1,0 +1,207 @@
+"""The folded depth-wise residual (LPU, ConvFFN ``dwc``) and the ConvFFN's GELU-recompute path,
+against their plain two-step / plain-module forms: outputs and all gradients."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dat_mm.models.layers import ConvFFN, DATBlock
+from dat_mm.models.layers.residual_conv import ResidualDWConv2d
+from dat_mm.ops.gelu_conv1x1 import check_gelu_conv1x1, gelu_conv1x1
+from oracles import conv_ffn_oracle
+
+
+def rel_err(got, exp):
+    return ((got.double() - exp.double()).norm() / exp.double().norm().clamp_min(1e-30)).item()
+
+
+def _map(B, C, H, W, dtype=torch.float32, channels_last=False, seed=0):
+    x = torch.randn(B, C, H, W, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x.requires_grad_(True)
+
+
+def _grads(out, tensors, seed=1):
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
+    return torch.autograd.grad(out, tensors, g)
+
+
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 2e-6), (torch.float64, 1e-13)])
+@pytest.mark.parametrize('ks', [3, 5])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_residual_dwconv_equals_conv_plus_input(dtype, tol, ks, channels_last):
+    torch.manual_seed(0)
+    m = ResidualDWConv2d(6, ks).to(dtype)
+    x = _map(2, 6, 9, 13, dtype, channels_last)
+    out = m(x)
+    exp = x + F.conv2d(x, m.weight, m.bias, padding=ks // 2, groups=6)
+    assert out.shape == exp.shape
+    assert rel_err(out, exp) < tol
+    got_g = _grads(out, (x, m.weight, m.bias))
+    exp_g = _grads(exp, (x, m.weight, m.bias))
+    for name, a, b in zip(('input', 'weight', 'bias'), got_g, exp_g):
+        assert rel_err(a, b) < tol, name
+
+
+def test_residual_dwconv_under_autocast_is_the_two_step_form():
+    """In bfloat16 the folded centre weight 1 + w would lose w; autocast keeps conv + add."""
+    torch.manual_seed(0)
+    m = ResidualDWConv2d(8)
+    x = _map(2, 8, 7, 7)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = m(x)
+        exp = F.conv2d(x, m.weight, m.bias, padding=1, groups=8) + x
+    assert out.dtype == exp.dtype
+    assert torch.equal(out, exp)
+
+
+def test_residual_dwconv_keeps_the_plain_conv_parameters():
+    m = ResidualDWConv2d(4)
+    assert sorted(m.state_dict()) == ['bias', 'weight']
+    assert m.weight.shape == (4, 1, 3, 3)
+    with pytest.raises(ValueError, match='odd'):
+        ResidualDWConv2d(4, 4)
+
+
+def test_block_lpu_returns_input_plus_dwconv():
+    torch.manual_seed(0)
+    block = DATBlock(8, nn.Identity(), nn.Identity())
+    seen = {}
+    block.lpu.register_forward_hook(lambda mod, inp, out: seen.update(x=inp[0], out=out))
+    x = _map(1, 8, 5, 6)
+    block(x)
+    lpu = block.lpu
+    exp = x + F.conv2d(x, lpu.weight, lpu.bias, padding=1, groups=8)
+    assert rel_err(seen['out'], exp) < 2e-6
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('bias', [True, False])
+def test_gelu_conv1x1_equals_plain_modules(channels_last, bias):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(12, 5, 1, bias=bias)
+    s = _map(2, 12, 7, 9, channels_last=channels_last)
+    out = gelu_conv1x1(s, conv)
+    exp = conv(F.gelu(s))
+    assert torch.allclose(out, exp, rtol=0, atol=1e-6)
+    params = [s, conv.weight] + ([conv.bias] if bias else [])
+    for name, a, b in zip(('input', 'weight', 'bias'), _grads(out, params), _grads(exp, params)):
+        assert rel_err(a, b) < 1e-6, name
+
+
+def test_gelu_conv1x1_partial_requires_grad_and_tanh_gelu():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 3, 1)
+    s = _map(1, 8, 5, 5)
+    with torch.no_grad():
+        s_frozen = s.detach()
+    conv.bias.requires_grad_(False)
+    out = gelu_conv1x1(s_frozen, conv, approximate='tanh')
+    exp = conv(F.gelu(s_frozen, approximate='tanh'))
+    gw, = _grads(out, [conv.weight])
+    ew, = _grads(exp, [conv.weight])
+    assert rel_err(gw, ew) < 1e-6
+    conv.weight.requires_grad_(False)
+    out = gelu_conv1x1(s, conv)
+    gs, = _grads(out, [s])
+    es, = _grads(conv(F.gelu(s)), [s])
+    assert rel_err(gs, es) < 1e-6
+
+
+def test_gelu_conv1x1_refuses_what_it_cannot_compute():
+    s = torch.randn(1, 4, 3, 3)
+    assert check_gelu_conv1x1(s, nn.Conv2d(4, 2, 1)) is None
+    assert 'plain 1x1' in check_gelu_conv1x1(s, nn.Conv2d(4, 2, 3, padding=1))
+    assert 'plain 1x1' in check_gelu_conv1x1(s, nn.Conv2d(4, 2, 1, groups=2))
+    assert 'dtype' in check_gelu_conv1x1(s.double(), nn.Conv2d(4, 2, 1))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert 'autocast' in check_gelu_conv1x1(s, nn.Conv2d(4, 2, 1))
+
+
+def _ffn_pair(dim=8, **kw):
+    torch.manual_seed(0)
+    fast = ConvFFN(dim, **kw)
+    plain = ConvFFN(dim, recompute_act=False, drop=kw.get('drop', 0.0))
+    plain.load_state_dict(fast.state_dict())
+    for m in (fast.dwc, plain.dwc):  # non-trivial depth-wise weights
+        nn.init.normal_(m.weight, std=0.3)
+    plain.load_state_dict(fast.state_dict())
+    return fast, plain
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('size', [(7, 9), (14, 14)])
+def test_conv_ffn_recompute_matches_plain_and_oracle(channels_last, size):
+    fast, plain = _ffn_pair()
+    x = _map(2, 8, *size, channels_last=channels_last)
+    out, exp = fast(x), plain(x)
+    assert out.grad_fn is not None and 'GeluConv1x1' in type(out.grad_fn).__name__
+    assert 'GeluConv1x1' not in type(exp.grad_fn).__name__
+    assert rel_err(out, exp) < 2e-6
+    assert rel_err(out, conv_ffn_oracle(fast, x)) < 2e-6
+    tensors_fast = [x] + list(fast.parameters())
+    tensors_plain = [x] + list(plain.parameters())
+    names = ['input'] + [n for n, _ in fast.named_parameters()]
+    for name, a, b in zip(names, _grads(out, tensors_fast), _grads(exp, tensors_plain)):
+        assert rel_err(a, b) < 1e-5, name
+
+
+def _saved_bytes(fn):
+    sizes = {}
+
+    def pack(t):
+        sizes[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(sizes.values())
+
+
+def test_conv_ffn_recompute_keeps_one_hidden_map_less():
+    fast, plain = _ffn_pair(dim=16)
+    x = _map(2, 16, 12, 12, channels_last=True)
+    hidden_map = 2 * 64 * 12 * 12 * 4
+    saved_fast, saved_plain = _saved_bytes(lambda: fast(x)), _saved_bytes(lambda: plain(x))
+    assert saved_plain - saved_fast == hidden_map
+
+
+def test_conv_ffn_inference_leaves_input_alone_and_matches():
+    fast, plain = _ffn_pair()
+    x = torch.randn(1, 8, 6, 5).contiguous(memory_format=torch.channels_last)
+    x0 = x.clone()
+    with torch.no_grad():
+        out = fast(x)
+    assert torch.equal(x, x0)
+    assert rel_err(out, plain(x)) < 2e-6
+
+
+def test_conv_ffn_recompute_choice_and_override():
+    x = _map(1, 8, 5, 5)
+    # dropout after the activation in training: the plain modules
+    fast, _ = _ffn_pair(drop=0.1)
+    fast.train()
+    assert 'GeluConv1x1' not in type(fast(x).grad_fn).__name__
+    with pytest.raises(ValueError, match='dropout'):
+        ConvFFN(8, drop=0.1, recompute_act=True).train()(x)
+    fast.eval()
+    assert 'GeluConv1x1' in type(fast(x).grad_fn).__name__
+    # autocast: the plain modules (automatic), an error when asked for explicitly
+    fast, _ = _ffn_pair()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = fast(x)
+        assert 'GeluConv1x1' not in type(out.grad_fn).__name__
+        with pytest.raises(ValueError, match='autocast'):
+            ConvFFN(8, recompute_act=True)(x)
+    # no autograd: fine with recompute_act=True (nothing to recompute)
+    with torch.no_grad():
+        ConvFFN(8, recompute_act=True)(x)
+
+
+def test_conv_ffn_under_autocast_matches_float32():
+    fast, plain = _ffn_pair()
+    x = _map(2, 8, 9, 9, channels_last=True)
+    exp = plain(x)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = fast(x)
+    assert rel_err(out.float(), exp) < 2e-2
