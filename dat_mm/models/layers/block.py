@@ -27,5 +27,5 @@ class DATBlock(nn.Module):
         if self.lpu is not None:
             x = self.lpu(x)
         # (Out of place: the attention and MLP outputs stay what forward hooks on them saw.)
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = self.drop_path.residual(x, self.attn(self.norm1(x)))
+        return self.drop_path.residual(x, self.mlp(self.norm2(x)))

@@ -1,11 +1,15 @@
-"""The folded depth-wise residual (LPU, ConvFFN ``dwc``) and the ConvFFN's GELU-recompute path,
-against their plain two-step / plain-module forms: outputs and all gradients."""
+"""The block's fused forms against their plain two-step / plain-module forms, outputs and all
+gradients: the folded depth-wise residual (LPU, ConvFFN ``dwc``), the ConvFFN's GELU-recompute
+path, the drop-path residual in one ``addcmul`` and the NA ``qkv`` with the query scale in its
+weights."""
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dat_mm.models.layers import ConvFFN, DATBlock
+from dat_mm.models.layers import ConvFFN, DATBlock, NeighborhoodAttention2d
+from dat_mm.models.layers.drop import add_drop_path, drop_path
+from dat_mm.models.layers.neighborhood_attn import ScaledQKV
 from dat_mm.models.layers.residual_conv import ResidualDWConv2d
 from dat_mm.ops.gelu_conv1x1 import check_gelu_conv1x1, gelu_conv1x1
 from oracles import conv_ffn_oracle
@@ -205,3 +209,42 @@ def test_conv_ffn_under_autocast_matches_float32():
     with torch.autocast('cpu', dtype=torch.bfloat16):
         out = fast(x)
     assert rel_err(out.float(), exp) < 2e-2
+
+
+@pytest.mark.parametrize('p,training', [(0.3, True), (0.3, False), (0.0, True)])
+def test_add_drop_path_equals_two_step_form(p, training):
+    x = _map(6, 4, 3, 5)
+    branch = _map(6, 4, 3, 5, seed=2)
+    torch.manual_seed(7)
+    out = add_drop_path(x, branch, p, training)
+    torch.manual_seed(7)
+    exp = x + drop_path(branch, p, training)
+    assert rel_err(out, exp) < 1e-6
+    for a, b in zip(_grads(out, (x, branch)), _grads(exp, (x, branch))):
+        assert rel_err(a, b) < 1e-6
+    if p and training:  # whole samples dropped, the rest rescaled
+        kept = [(out[i] - x[i]).abs().max() > 0 for i in range(6)]
+        for i in range(6):
+            want = branch[i] / (1 - p) if kept[i] else torch.zeros_like(branch[i])
+            assert torch.allclose(out[i] - x[i], want, atol=1e-6)
+
+
+def test_scaled_qkv_equals_linear_then_query_scale():
+    torch.manual_seed(0)
+    m = ScaledQKV(8, 0.25)
+    plain = nn.Linear(8, 24)
+    plain.load_state_dict(m.state_dict())
+    assert sorted(m.state_dict()) == ['bias', 'weight']
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    out = m(x)
+    exp = plain(x) * torch.cat([torch.full((8,), 0.25), torch.ones(16)])
+    assert rel_err(out, exp) < 1e-6
+    for a, b in zip(_grads(out, (x, m.weight, m.bias)), _grads(exp, (x, plain.weight,
+                                                                     plain.bias))):
+        assert rel_err(a, b) < 1e-6
+
+
+def test_neighborhood_attention_names_a_wrong_channel_count():
+    na = NeighborhoodAttention2d(16, 2)
+    with pytest.raises(ValueError, match='built for 16 channels, got a map of 8'):
+        na(torch.randn(1, 8, 9, 9))
