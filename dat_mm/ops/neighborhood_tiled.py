@@ -8,8 +8,8 @@ The query map is cut into ``Ty x Tx`` tiles. Along an axis, the windows of the q
 tile all lie inside a halo of ``T + k - 1`` keys (windows start at ``clamp(i - k//2, 0, L - k)``,
 a non-decreasing function that grows by at most one per query), so a tile's attention is a
 small dense attention of ``Ty*Tx`` queries against ``(Ty + k - 1)(Tx + k - 1)`` halo keys with
-an additive bias: ``rpb[head, ky - qy + k - 1, kx - qx + k - 1]`` where the key is in the query's window and
-``-inf`` elsewhere. Dense batched matmuls over all tiles replace the reference's gathers; the
+an additive bias: ``rpb[head, ky - qy + k - 1, kx - qx + k - 1]`` where the key is in the
+query's window and ``-inf`` elsewhere. Dense batched matmuls over all tiles replace the reference's gathers; the
 softmax over ``-inf`` entries gives exactly zero weight, so the result is the reference's up to
 float summation order.
 

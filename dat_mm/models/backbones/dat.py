@@ -91,7 +91,8 @@ class DAT(BaseModule):
                  attn_drop_rate: float = 0.0, out_indices: Sequence[int] = (0, 1, 2, 3),
                  out_norm: bool = True, frozen_stages: int = -1, norm_eval: bool = False,
                  with_cp: bool = False, attn_backend: str = None,
-                 ffn_recompute_act: Optional[bool] = None, channels_last: Optional[bool] = None, init_cfg=None):
+                 ffn_recompute_act: Optional[bool] = None,
+                 channels_last: Optional[bool] = None, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.arch = spec = resolve_arch(arch)
         num_stages = len(spec.stages)

@@ -40,22 +40,21 @@ class ConvFFN(nn.Module):
         self.recompute_act = recompute_act
 
     def _why_not_recompute(self, x: torch.Tensor) -> Optional[str]:
-        if self.recompute_act is False:
-            return 'recompute_act=False'
-        if not (torch.is_grad_enabled() and (x.requires_grad or any(
-                p.requires_grad for p in self.linear2.parameters()))):
-            return 'no autograd'
+        """None when the recompute function computes this training call exactly."""
         if self.training and self.drop.p > 0:
             return f'dropout ({self.drop.p}) after the activation in training'
         return check_gelu_conv1x1(x, self.linear2[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dwc(self.drop(self.linear1(x)))
-        why_not = self._why_not_recompute(x)
-        if why_not is None:
-            return gelu_conv1x1(x, self.linear2[0], self.act.approximate)
-        if self.recompute_act and why_not != 'no autograd':
-            raise ValueError(f'ConvFFN(recompute_act=True) cannot run this call: {why_not}')
+        needs_backward = torch.is_grad_enabled() and (x.requires_grad or any(
+            p.requires_grad for p in self.linear2.parameters()))
+        if needs_backward and self.recompute_act is not False:
+            why_not = self._why_not_recompute(x)
+            if why_not is None:
+                return gelu_conv1x1(x, self.linear2[0], self.act.approximate)
+            if self.recompute_act:
+                raise ValueError(f'ConvFFN(recompute_act=True) cannot run this call: {why_not}')
         # without a backward pass that needs it, the activation overwrites its input
         x = gelu_map(x, self.act.approximate, inplace=not x.requires_grad)
         return self.drop(self.linear2(x))
