@@ -9,9 +9,9 @@ tile all lie inside a halo of ``T + k - 1`` keys (windows start at ``clamp(i - k
 a non-decreasing function that grows by at most one per query), so a tile's attention is a
 small dense attention of ``Ty*Tx`` queries against ``(Ty + k - 1)(Tx + k - 1)`` halo keys with
 an additive bias: ``rpb[head, ky - qy + k - 1, kx - qx + k - 1]`` where the key is in the
-query's window and ``-inf`` elsewhere. Dense batched matmuls over all tiles replace the reference's gathers; the
-softmax over ``-inf`` entries gives exactly zero weight, so the result is the reference's up to
-float summation order.
+query's window and ``-inf`` elsewhere. Dense batched matmuls over all tiles replace the
+reference's gathers; the softmax over ``-inf`` entries gives exactly zero weight, so the result
+is the reference's up to float summation order.
 
 Interior tiles all share one bias/mask pattern; only the tiles near the borders (clamped
 windows) differ. Per axis the tiles fall into a few *runs* of identical pattern, and the bias is
@@ -193,20 +193,25 @@ def na2d_tiled(q, k, v, rpb, kernel_size: int, attn_drop: float = 0.0, training:
     ``tile``: query tile edge, or ``(Ty, Tx)`` (default: :func:`choose_tile`).
 
     Without autograd (inference) the tiles go through ``scaled_dot_product_attention`` with the
-    per-tile bias/mask as ``attn_mask`` (fused kernels on CPU and GPU). With autograd the
-    logits are explicit (``rpb`` needs the gradient of the mask, which fused kernels do not
-    give); the matmuls run in ``q``'s dtype, the softmax in float32 for half types.
+    per-tile bias/mask as ``attn_mask`` (fused kernels on CPU and GPU). With autograd, and for
+    empty inputs, the logits are explicit (``rpb`` needs the gradient of the mask, which fused
+    kernels do not give); the matmuls run in ``q``'s dtype, the softmax in float32 for half
+    types. A batch of 0 returns the reference's empty result (and zero gradients).
     """
     B, nh, H, W, c = q.shape
     plan = map_plan(H, W, kernel_size, tile or choose_tile(H, W, kernel_size), q.device)
     ny, nx = plan.py.n_tiles, plan.px.n_tiles
-    # One gather each: (B, nh, H*W, c) views -> tile order (B, nh, ny, nx, tiles/halo, c).
-    qt = q.flatten(2, 3).index_select(2, plan.q_idx).view(B, nh, ny, nx, -1, c)
-    kt = k.to(q.dtype).flatten(2, 3).index_select(2, plan.k_idx).view(B, nh, ny, nx, -1, c)
-    vt = v.to(q.dtype).flatten(2, 3).index_select(2, plan.k_idx).view(B, nh, ny, nx, -1, c)
+    # Queries and halo keys per tile; explicit sizes (not -1) so that empty batches reshape.
+    L, S = plan.py.tq * plan.px.tq, plan.py.halo * plan.px.halo
+    # One gather each: (B, nh, H*W, c) views -> tile order (B, nh, ny, nx, L or S, c).
+    qt = q.flatten(2, 3).index_select(2, plan.q_idx).view(B, nh, ny, nx, L, c)
+    kt = k.to(q.dtype).flatten(2, 3).index_select(2, plan.k_idx).view(B, nh, ny, nx, S, c)
+    vt = v.to(q.dtype).flatten(2, 3).index_select(2, plan.k_idx).view(B, nh, ny, nx, S, c)
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (q, k, v, rpb))
-    if needs_grad:
+    # Empty inputs (a batch of 0) take the explicit path too: some fused SDPA kernels on GPU
+    # reject a batch of 0, plain matmuls return the empty result.
+    if needs_grad or qt.numel() == 0:
         logits = torch.matmul(qt, kt.transpose(-1, -2))
         if logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()
@@ -214,12 +219,11 @@ def na2d_tiled(q, k, v, rpb, kernel_size: int, attn_drop: float = 0.0, training:
         attn = logits.softmax(dim=-1).to(vt.dtype)
         out = torch.matmul(attn, vt)
     else:
-        L, S = qt.shape[-2], kt.shape[-2]
         mask = plan.full_mask(plan.patterns(rpb, nh, q.dtype)).view(1, nh * ny * nx, L, S)
         out = F.scaled_dot_product_attention(
             qt.view(B, nh * ny * nx, L, c), kt.view(B, nh * ny * nx, S, c),
             vt.view(B, nh * ny * nx, S, c), attn_mask=mask, scale=1.0)
-    out = out.reshape(B, nh, -1, c)
+    out = out.reshape(B, nh, ny * nx * L, c)
     # Back to map order, laid out (B, H, W, nh, c) so that the caller's merge of heads is free.
     out = out.transpose(1, 2).index_select(1, plan.slot).view(B, H, W, nh, c)
     return out.permute(0, 3, 1, 2, 4)

@@ -1,7 +1,9 @@
 """The DAT / DAT++ backbone for classification, detection and segmentation."""
 import logging
+import numbers
 import os
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence as SequenceABC
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -34,6 +36,56 @@ class DATStage(nn.Module):
         return x
 
 
+def _is_int(value) -> bool:
+    """An integer that is not a bool (``True`` would otherwise pass as stage 1)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _normalise_out_indices(out_indices, num_stages: int) -> Tuple[int, ...]:
+    """``out_indices`` as increasing, unique, non-negative stage indices.
+
+    An int names one stage; a sequence names several. Negative indices count from the end
+    (-1 is the last stage). The returned maps and ``out_channels`` follow stage order, so the
+    indices must already be in that order: anything else would pair a map with the wrong
+    channel count in a neck configured from ``out_channels``.
+    """
+    allowed = (f'stage indices in [{-num_stages}, {num_stages - 1}] (negative ones count from '
+               f'the last stage) for this {num_stages}-stage arch')
+    if _is_int(out_indices):
+        items = [out_indices]
+    elif isinstance(out_indices, SequenceABC) and not isinstance(out_indices, (str, bytes)):
+        items = list(out_indices)
+    else:
+        raise TypeError(f'out_indices must be an int or a sequence of ints, got '
+                        f'{out_indices!r} ({type(out_indices).__name__})')
+    if not items:
+        raise ValueError(f'out_indices {out_indices!r} names no stage; give one or more '
+                         f'{allowed}')
+    for i in items:
+        if not _is_int(i):
+            raise TypeError(f'out_indices {out_indices!r}: element {i!r} '
+                            f'({type(i).__name__}) is not an int; give {allowed}')
+        if not -num_stages <= i < num_stages:
+            raise ValueError(f'out_indices {out_indices!r}: {i} is out of range; give {allowed}')
+    normalised = tuple(int(i) + num_stages if i < 0 else int(i) for i in items)
+    if any(b <= a for a, b in zip(normalised, normalised[1:])):
+        raise ValueError(f'out_indices {out_indices!r} (stages {normalised}) must name each '
+                         f'stage once, in increasing order (the order of the returned maps and '
+                         f'out_channels), e.g. {tuple(sorted(set(normalised)))}')
+    return normalised
+
+
+def _check_int_arg(name: str, value, low: int, high: Optional[int] = None) -> int:
+    """``value`` as an int in ``[low, high]`` (no upper bound if ``high`` is None)."""
+    bounds = f'[{low}, {high}]' if high is not None else f'>= {low}'
+    if not _is_int(value):
+        raise TypeError(f'{name} must be an int {bounds}, got {value!r} '
+                        f'({type(value).__name__})')
+    if value < low or (high is not None and value > high):
+        raise ValueError(f'{name} must be an int {bounds}, got {value}')
+    return int(value)
+
+
 def _build_attention(kind: str, stage: StageSpec, arch: ArchSpec, fmap_size: int,
                      attn_drop: float, proj_drop: float, backend):
     dim, heads = stage.dim, stage.num_heads
@@ -62,15 +114,20 @@ class DAT(BaseModule):
             ``'base'``, ``'base-384'``; see :data:`ARCH_ZOO`) or a custom dict
             (``dict(version=2, stages=[dict(dim=64, depth=2, num_heads=2, blocks='ND',
             groups=1, stride=8, offset_kernel=9), ...])``).
-        in_channels: input channels (3).
+        in_channels: input channels (3); a positive int. Inputs must be ``(N, in_channels,
+            H, W)``; anything else is a ``ValueError`` naming both shapes.
         drop_path_rate: stochastic depth at the last block (linear from 0); ``None`` takes the
             preset's published ImageNet-1k value.
         drop_rate, attn_drop_rate: dropout in MLPs / attention probabilities (0 as published).
-        out_indices: stages whose outputs are returned, at strides 4, 8, 16, 32.
+        out_indices: stages whose outputs are returned (strides 4, 8, 16, 32): an int (one
+            stage) or a sequence of ints, each stage once and in increasing stage order;
+            negative indices count from the last stage (-1) and are stored normalised. The
+            returned maps and ``out_channels`` follow this order.
         out_norm: a LayerNorm on each returned stage output (the published det/seg ``norms``
             and, on the last stage, the classifier's ``cls_norm``).
-        frozen_stages: -1 freezes nothing, 0 the stem, ``k >= 1`` the stem, the first ``k``
-            stages, the down projections between them and their output norms.
+        frozen_stages: an int in ``[-1, num_stages]``: -1 freezes nothing, 0 the stem,
+            ``k >= 1`` the stem, the first ``k`` stages, the down projections between them and
+            their output norms.
         norm_eval: keep BatchNorm layers in eval mode (DAT has only LayerNorms, so this has
             nothing to act on; accepted for the OpenMMLab backbone contract).
         with_cp: activation checkpointing per block while training.
@@ -81,29 +138,40 @@ class DAT(BaseModule):
         channels_last: run the feature maps in ``torch.channels_last`` memory (the returned
             maps are always contiguous NCHW). ``None``: on CPU inputs, where the convolutions
             and the channel LayerNorms are faster that way (docs/benchmarks.md).
+        check_finite: reject input that holds NaN or Inf with a ``ValueError`` naming the
+            samples and the count, before any computation (one reduction over the input and,
+            on GPU, a host synchronisation per forward). Off by default; turn it on in a config
+            or with ``--cfg-options model.backbone.check_finite=True`` to find bad data.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH, prefix='backbone.')`` loads
             weights in dat_mm layout or the authors' published layout (converted on the fly);
             any key that does not fit is an error.
+
+    Non-finite input: without ``check_finite`` the backbone computes as torch layers do: a NaN
+    or Inf value makes outputs of its own sample non-finite (attention spreads it over the
+    sample's maps), while every other sample of the batch is computed as if it were alone (no
+    layer mixes samples). A batch of 0 samples returns empty maps of the usual channels and
+    sizes.
     """
 
     def __init__(self, arch: Union[str, dict] = 'tiny++', in_channels: int = 3,
                  drop_path_rate: float = None, drop_rate: float = 0.0,
-                 attn_drop_rate: float = 0.0, out_indices: Sequence[int] = (0, 1, 2, 3),
+                 attn_drop_rate: float = 0.0,
+                 out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
                  out_norm: bool = True, frozen_stages: int = -1, norm_eval: bool = False,
                  with_cp: bool = False, attn_backend: str = None,
                  ffn_recompute_act: Optional[bool] = None,
-                 channels_last: Optional[bool] = None, init_cfg=None):
+                 channels_last: Optional[bool] = None, check_finite: bool = False,
+                 init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.arch = spec = resolve_arch(arch)
         num_stages = len(spec.stages)
-        if isinstance(out_indices, int):
-            out_indices = (out_indices,)
-        out_indices = tuple(i + num_stages if i < 0 else i for i in out_indices)
-        if not out_indices or any(not 0 <= i < num_stages for i in out_indices):
-            raise ValueError(f'out_indices {out_indices} must name stages in [0, {num_stages})')
-        if not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f'frozen_stages must be in [-1, {num_stages}], got {frozen_stages}')
+        in_channels = _check_int_arg('in_channels', in_channels, 1)
+        out_indices = _normalise_out_indices(out_indices, num_stages)
+        frozen_stages = _check_int_arg('frozen_stages', frozen_stages, -1, num_stages)
+        if not isinstance(check_finite, bool):
+            raise TypeError(f'check_finite must be True or False, got {check_finite!r}')
         self.in_channels = in_channels
+        self.check_finite = check_finite
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
@@ -142,11 +210,7 @@ class DAT(BaseModule):
 
     # -- forward ---------------------------------------------------------------------------
     def forward(self, x: torch.Tensor):
-        if x.ndim != 4:
-            raise ValueError(f'DAT expects an NCHW batch, got a tensor of shape {tuple(x.shape)}')
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f'DAT was built for {self.in_channels}-channel input but got '
-                             f'{x.shape[1]} channels (input shape {tuple(x.shape)})')
+        self._check_input(x)
         channels_last = self.channels_last
         if channels_last is None:
             channels_last = x.device.type == 'cpu'
@@ -164,6 +228,35 @@ class DAT(BaseModule):
             if i == last:
                 break
         return tuple(outs)
+
+    def _check_input(self, x):
+        """Shape checks (metadata only) and, with ``check_finite``, the NaN/Inf scan."""
+        expected = f'(N, {self.in_channels}, H, W)'
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f'DAT expects an NCHW torch.Tensor of shape {expected}, got '
+                            f'{type(x).__name__}')
+        if x.ndim != 4:
+            raise ValueError(f'DAT expects an NCHW batch of shape {expected}, got a tensor of '
+                             f'shape {tuple(x.shape)}')
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f'DAT was built for {self.in_channels}-channel input (shape '
+                             f'{expected}) but got {x.shape[1]} channels (input shape '
+                             f'{tuple(x.shape)})')
+        if x.shape[2] < 1 or x.shape[3] < 1:
+            raise ValueError(f'DAT expects an NCHW batch of shape {expected} with H, W >= 1, '
+                             f'got an empty image of shape {tuple(x.shape)}')
+        if not x.is_floating_point():
+            raise TypeError(f'DAT expects a floating-point input (normalised images), got '
+                            f'{x.dtype}')
+        if self.check_finite and x.device.type != 'meta':   # meta: shapes only, no values
+            bad = (~torch.isfinite(x)).flatten(1).sum(1)
+            samples = bad.nonzero().flatten().tolist()
+            if samples:
+                counts = bad[samples].tolist()
+                per_sample = ', '.join(f'sample {i}: {n}' for i, n in zip(samples, counts))
+                raise ValueError(f'DAT input has {sum(counts)} non-finite value(s) (NaN or '
+                                 f'Inf) in batch sample(s) {samples} of {x.shape[0]} '
+                                 f'({per_sample}); check_finite=True rejects such input')
 
     # -- OpenMMLab backbone contract ---------------------------------------------------------
     def _frozen_modules(self):
