@@ -59,7 +59,10 @@ def test_the_dense_configs_exist():
 def test_config_loads_and_builds_offline(path):
     cfg = Config.fromfile(str(path))
     assert cfg.default_scope in ('mmdet', 'mmseg', 'mmpretrain')
-    assert cfg.custom_imports == dict(imports=['dat_mm'], allow_failed_imports=False)
+    # mmdet configs also register the checked COCO dataset / metric (tests/test_coco_checks.py)
+    imports = ['dat_mm'] + (['dat_mm.datasets.coco_checks'] if cfg.default_scope == 'mmdet'
+                            else [])
+    assert cfg.custom_imports == dict(imports=imports, allow_failed_imports=False)
     remote = [s for s in _strings(cfg.to_dict()) if '://' in s]
     assert not remote, f'remote resources in an offline config: {remote}'
     model = build_model(cfg)

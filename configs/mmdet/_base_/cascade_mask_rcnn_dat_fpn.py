@@ -4,7 +4,8 @@
 # loss (weight 10) -- the Swin/ConvNeXt 3x cascade heads.
 _base_ = ['mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py',
           'mmdet::_base_/default_runtime.py']
-custom_imports = dict(imports=['dat_mm'], allow_failed_imports=False)
+custom_imports = dict(imports=['dat_mm', 'dat_mm.datasets.coco_checks'],
+                      allow_failed_imports=False)
 
 
 model = dict(

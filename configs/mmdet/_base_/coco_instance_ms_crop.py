@@ -23,4 +23,10 @@ train_pipeline = [
         ]),
     dict(type='PackDetInputs'),
 ]
-train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+# Checked* (dat_mm/datasets/coco_checks.py, imported by the model base's custom_imports):
+# mmdet's CocoDataset / CocoMetric that drop degenerate polygons on load, consistently.
+train_dataloader = dict(dataset=dict(type='CheckedCocoDataset', pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))
+test_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))
+val_evaluator = dict(type='CheckedCocoMetric')
+test_evaluator = dict(type='CheckedCocoMetric')

@@ -2,7 +2,8 @@
 # mmdet's Mask R-CNN R50-FPN with the backbone replaced, activation checkpointing on, and an
 # FPN whose extra level P6 is a stride-2 conv on C5 (add_extra_convs='on_input').
 _base_ = ['mmdet::_base_/models/mask-rcnn_r50_fpn.py', 'mmdet::_base_/default_runtime.py']
-custom_imports = dict(imports=['dat_mm'], allow_failed_imports=False)
+custom_imports = dict(imports=['dat_mm', 'dat_mm.datasets.coco_checks'],
+                      allow_failed_imports=False)
 
 model = dict(
     backbone=dict(

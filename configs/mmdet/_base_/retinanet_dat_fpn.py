@@ -5,7 +5,8 @@
 # the stride-4 output norm, load strictly); that output is unused, so distributed training
 # needs find_unused_parameters.
 _base_ = ['mmdet::_base_/models/retinanet_r50_fpn.py', 'mmdet::_base_/default_runtime.py']
-custom_imports = dict(imports=['dat_mm'], allow_failed_imports=False)
+custom_imports = dict(imports=['dat_mm', 'dat_mm.datasets.coco_checks'],
+                      allow_failed_imports=False)
 
 model = dict(
     backbone=dict(
