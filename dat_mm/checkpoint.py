@@ -1,235 +1,362 @@
-"""Safe loading of MMEngine Runner checkpoints under torch >= 2.6.
+"""Loading checkpoints safely, and writing them so that no crash can lose one.
 
-The problem
------------
-Since torch 2.6, ``torch.load`` defaults to ``weights_only=True``: it unpickles only tensors,
-plain containers and a fixed allow-list of globals. mmengine 0.10.7 predates that and calls
-``torch.load(filename, map_location=...)`` in its local-file loader, but every checkpoint its
-Runner saves carries, besides the weights, a ``message_hub`` state with
+Loading
+-------
+Every checkpoint dat_mm reads goes through :func:`safe_load`: ``torch.load(...,
+weights_only=True)``, torch's restricted unpickler, with exactly the globals that MMEngine
+Runner checkpoints need added for that one call (``torch.serialization.safe_globals``):
 
-* ``mmengine.logging.history_buffer.HistoryBuffer`` objects,
-* numpy arrays and scalars inside them (``numpy._core.multiarray._reconstruct``,
-  ``numpy.ndarray``, ``numpy.dtype``, ``numpy._core.multiarray.scalar``),
-* the buffers' statistics methods, which pickle protocol 2 stores as
-  ``getattr(HistoryBuffer, 'min')`` (``__builtin__.getattr`` applied to the class),
+* ``mmengine.logging.history_buffer.HistoryBuffer`` (the message hub's logged scalars), bound
+  to a checked stand-in whose ``__setstate__`` validates the state (numeric 1-D histories of
+  equal length, a positive ``max_length``, statistics methods that are HistoryBuffer's own
+  ``min``/``max``/``current``/``mean`` under their own names) and never writes into the class:
+  mmengine's own ``__setstate__`` merges a checkpoint's statistics methods into the class-wide
+  table, so a crafted file could make every buffer of the process report the max as the mean;
+* ``getattr``, bound to a guarded stand-in that resolves only those four methods of
+  HistoryBuffer (pickle protocol 2 stores a class's method as ``getattr(cls, name)``);
+* the numpy functions and classes that rebuild arrays, scalars and dtypes (numpy 2 names and
+  numpy 1's ``numpy.core`` names).
 
-and a param-scheduler state with ``collections.Counter``. So ``tools/test.py``
-(``runner.load_checkpoint``), ``load_from`` and ``--resume`` all fail. Passing
-``weights_only=False`` would make them work but lets any checkpoint run arbitrary code, and
-allow-listing ``builtins.getattr`` in torch's unpickler amounts to the same thing
-(``getattr`` reaches everything).
+Everything else, including the ``os``/``subprocess``/``eval`` payloads of a hostile pickle,
+is refused by torch before it is called, and TorchScript archives (which ``torch.load`` would
+otherwise hand to ``torch.jit.load``, running their code) are refused before torch opens
+them. An empty, truncated or foreign file is a :class:`CheckpointError`; a refused one an
+:class:`UnsafeCheckpointError`; both name the file and the reason.
 
-The design
-----------
-:func:`safe_load` unpickles with :class:`RestrictedUnpickler`, a ``pickle.Unpickler`` whose
-``find_class`` only returns globals from an explicit allow-list:
+Nothing changes at ``import dat_mm``. mmengine's ``CheckpointLoader`` (``load_from``,
+``resume``, ``Runner.load_checkpoint``, ``init_cfg`` Pretrained) uses :func:`safe_load` for
+local paths once :func:`use_safe_loader` has run: dat_mm's tools call it, and so does
+:class:`dat_mm.engine.SafeCheckpointHook` when a run starts, so every config of this project
+gets it with any entry point (mmdet's own ``tools/test.py`` included). Users' scripts call
+``dat_mm.checkpoint.use_safe_loader()`` once. Without it mmengine calls ``torch.load`` with
+torch's ``weights_only`` default, which is safe too but cannot read the message hub of Runner
+checkpoints. See docs/reliability.md.
 
-* everything torch's own weights-only unpickler allows (tensor rebuild functions, storages,
-  dtypes, ``torch.Size``, ``OrderedDict``, ``Counter``, ``set``, ...),
-* the numpy functions/classes that rebuild arrays and scalars (numpy 2 names and the
-  numpy 1 ``numpy.core`` names of older checkpoints),
-* ``mmengine.logging.history_buffer.HistoryBuffer``,
-* ``getattr`` **only** as a guarded stand-in: it resolves ``getattr(obj, name)`` when ``obj``
-  is one of :data:`GETATTR_ALLOWED`'s targets (today ``HistoryBuffer``) and ``name`` is in its
-  explicit list (``min``, ``max``, ``current``, ``mean``); anything else is refused.
-
-Any other global raises :class:`UnsafeCheckpointError`, naming the global and the file, before
-anything from that global is called: a payload such as ``os.system`` never runs. The
-unpickler is passed to ``torch.load`` as ``pickle_module`` (torch subclasses
-``pickle_module.Unpickler`` and keeps its own storage handling), so tensors, ``map_location``
-and both the zip and the legacy format behave exactly as in ``torch.load``.
-
-Importing :mod:`dat_mm` registers :func:`load_from_local_safe` as mmengine's loader for local
-paths (``CheckpointLoader.register_scheme(prefixes='', force=True)``), which is what
-``Runner.load_checkpoint``, ``load_from``, ``resume`` and ``init_cfg=dict(type='Pretrained')``
-go through. Other schemes (http, s3, ...) are untouched. If ``TORCH_FORCE_WEIGHTS_ONLY_LOAD``
-is set, torch's strict weights-only loader is used instead (as that variable asks).
-
-To allow one more trusted class (e.g. a custom ``HistoryBuffer`` statistics function), call
-:func:`allow_globals`. A file you trust completely can still be loaded with
-``torch.load(path, weights_only=False)`` by hand; dat_mm never does that for you.
+Writing
+-------
+:func:`atomic_write` writes a file next to its destination, fsyncs it and renames it over the
+destination, then fsyncs the directory: a reader sees the old file or the new one, never a
+part. :func:`is_complete_checkpoint` tells a whole checkpoint from a truncated one cheaply
+(the zip's central directory, written last, must be readable).
 """
-import _compat_pickle
-import io
 import os
 import os.path as osp
 import pickle
-import types
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+import re
+import zipfile
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import torch
 
 __all__ = [
-    'UnsafeCheckpointError', 'RestrictedUnpickler', 'GETATTR_ALLOWED', 'allow_globals',
-    'allowed_global_names', 'safe_load', 'load_from_local_safe',
-    'register_mmengine_loader'
+    'CheckpointError', 'UnsafeCheckpointError', 'safe_load', 'load_checkpoint',
+    'use_safe_loader',
+    'checkpoint_globals', 'is_complete_checkpoint', 'atomic_write', 'atomic_write_text',
+    'commit_temporary', 'temporary_name', 'is_temporary_name', 'safe_loader', 'check_file'
 ]
 
-# Attribute names the guarded getattr may fetch, per target object (identity match).
-GETATTR_ALLOWED: Dict[Any, frozenset] = {}
-_EXTRA_GLOBALS: Dict[Tuple[str, str], Any] = {}
-_ALLOWED_CACHE: Optional[Dict[Tuple[str, str], Any]] = None
+HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
-    """A checkpoint references a global that dat_mm does not allow to unpickle."""
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: missing, empty, truncated, not a checkpoint."""
+
+
+class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
+    """A checkpoint that asks for something dat_mm refuses to run or build while loading."""
+
+
+# ---------------------------------------------------------------------------------------
+# The globals a Runner checkpoint may name
+
+
+def _history_buffer_class():
+    from mmengine.logging.history_buffer import HistoryBuffer
+    return HistoryBuffer
 
 
 def _guarded_getattr(obj: Any, name: Any, *default: Any) -> Any:
-    """The ``getattr`` seen by :class:`RestrictedUnpickler`: explicit (target, name) only."""
-    if default:
-        raise UnsafeCheckpointError('refusing getattr with a default value in a checkpoint')
-    for target, names in GETATTR_ALLOWED.items():
-        if obj is target:
-            if isinstance(name, str) and name in names:
-                return getattr(obj, name)
-            raise UnsafeCheckpointError(
-                f'refusing getattr({_describe(obj)}, {name!r}): only '
-                f'{sorted(names)} may be fetched from {_describe(obj)}')
+    """``getattr`` as a checkpoint sees it: HistoryBuffer's own statistics methods only."""
+    history_buffer = _history_buffer_class()
+    if (not default and isinstance(obj, type) and issubclass(obj, history_buffer)
+            and name in HISTORY_BUFFER_STATISTICS):
+        return getattr(history_buffer, name)
     raise UnsafeCheckpointError(
-        f'refusing getattr({_describe(obj)}, {name!r}): getattr is only allowed on '
-        f'{[_describe(t) for t in GETATTR_ALLOWED]}')
+        f'refusing getattr({getattr(obj, "__qualname__", type(obj).__name__)}, {name!r}): '
+        f'a checkpoint may only name HistoryBuffer.{{{",".join(HISTORY_BUFFER_STATISTICS)}}}')
 
 
-def _describe(obj: Any) -> str:
-    if isinstance(obj, type) or callable(obj):
-        return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', obj)}"
-    return type(obj).__name__ + ' object'
+def _checked_history_buffer_class():
+    """A HistoryBuffer subclass whose ``__setstate__`` validates and then becomes the real
+    class (``type(buffer) is HistoryBuffer`` afterwards)."""
+    import numpy as np
+    history_buffer = _history_buffer_class()
+
+    class CheckedHistoryBuffer(history_buffer):
+
+        def __setstate__(self, state):
+            if not isinstance(state, dict):
+                raise UnsafeCheckpointError('HistoryBuffer state is not a dict')
+            state = dict(state)
+            methods = state.pop('statistics_methods', {})
+            expected = {'max_length', '_log_history', '_count_history'}
+            if set(state) != expected:
+                raise UnsafeCheckpointError(
+                    f'HistoryBuffer state has fields {sorted(state)}, expected '
+                    f'{sorted(expected)}')
+            if not isinstance(methods, dict) or any(
+                    name not in HISTORY_BUFFER_STATISTICS
+                    or fn is not getattr(history_buffer, name) for name, fn in methods.items()):
+                raise UnsafeCheckpointError(
+                    'HistoryBuffer state carries statistics methods other than its own '
+                    f'{HISTORY_BUFFER_STATISTICS} under their own names')
+            max_length = state['max_length']
+            if isinstance(max_length, bool) or not isinstance(max_length, int) \
+                    or max_length < 1:
+                raise UnsafeCheckpointError(f'HistoryBuffer max_length {max_length!r}')
+            logs, counts = state['_log_history'], state['_count_history']
+            for arr in (logs, counts):
+                if not isinstance(arr, np.ndarray) or arr.ndim != 1 or not (
+                        np.issubdtype(arr.dtype, np.number) or arr.size == 0):
+                    raise UnsafeCheckpointError(
+                        'HistoryBuffer histories must be 1-D numeric arrays')
+            if len(logs) != len(counts):
+                raise UnsafeCheckpointError('HistoryBuffer histories differ in length')
+            self.__class__ = history_buffer
+            self.__dict__.update(state)
+
+    CheckedHistoryBuffer.__module__ = history_buffer.__module__
+    CheckedHistoryBuffer.__name__ = CheckedHistoryBuffer.__qualname__ = 'HistoryBuffer'
+    return CheckedHistoryBuffer
 
 
-def _numpy_globals() -> Dict[Tuple[str, str], Any]:
+def _numpy_globals() -> List[Tuple[Any, str]]:
     import numpy as np
     try:  # numpy >= 2
         from numpy._core import multiarray
     except ImportError:  # numpy 1.x
         from numpy.core import multiarray
-    out = {('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): np.dtype}
-    for mod in ('numpy._core.multiarray', 'numpy.core.multiarray'):
-        out[(mod, '_reconstruct')] = multiarray._reconstruct
-        out[(mod, 'scalar')] = multiarray.scalar
-    # numpy 2 may name the concrete dtype classes (numpy.dtypes.Float64DType, ...).
-    dtypes = getattr(np, 'dtypes', None)
-    if dtypes is not None:
-        for name in dir(dtypes):
-            cls = getattr(dtypes, name)
-            if isinstance(cls, type) and issubclass(cls, np.dtype):
-                out[('numpy.dtypes', name)] = cls
+    out = [(np.ndarray, 'numpy.ndarray'), (np.dtype, 'numpy.dtype')]
+    for module in ('numpy._core.multiarray', 'numpy.core.multiarray'):
+        out.append((multiarray._reconstruct, f'{module}._reconstruct'))
+        out.append((multiarray.scalar, f'{module}.scalar'))
+    # a dtype's state is set on its concrete class (numpy.dtypes.Float64DType, ...)
+    dtype_classes = {type(np.dtype(code)) for code in np.typecodes['All']}
+    out.extend((cls, f'numpy.dtypes.{cls.__name__}') for cls in dtype_classes)
     return out
 
 
-def _build_allowed() -> Dict[Tuple[str, str], Any]:
-    from torch import _weights_only_unpickler
-    from mmengine.logging.history_buffer import HistoryBuffer
-
-    allowed: Dict[Tuple[str, str], Any] = {}
-    for full_name, obj in _weights_only_unpickler._get_allowed_globals().items():
-        module, _, name = full_name.rpartition('.')
-        allowed[(module, name)] = obj
-    allowed.update(_numpy_globals())
-    allowed[('mmengine.logging.history_buffer', 'HistoryBuffer')] = HistoryBuffer
-    allowed[('builtins', 'getattr')] = _guarded_getattr
-    GETATTR_ALLOWED.setdefault(HistoryBuffer, frozenset({'min', 'max', 'current', 'mean'}))
-    return allowed
+_GLOBALS: Optional[List[Tuple[Any, str]]] = None
 
 
-def _allowed() -> Dict[Tuple[str, str], Any]:
-    global _ALLOWED_CACHE
-    if _ALLOWED_CACHE is None:
-        _ALLOWED_CACHE = _build_allowed()
-    merged = dict(_ALLOWED_CACHE)
-    merged.update(_EXTRA_GLOBALS)
-    return merged
+def checkpoint_globals() -> List[Tuple[Any, str]]:
+    """``(object, name)`` pairs added to torch's weights-only allow-list while dat_mm loads a
+    checkpoint (the format of ``torch.serialization.safe_globals``)."""
+    global _GLOBALS
+    if _GLOBALS is None:
+        _GLOBALS = [(_guarded_getattr, 'builtins.getattr'),
+                    (_checked_history_buffer_class(),
+                     'mmengine.logging.history_buffer.HistoryBuffer')] + _numpy_globals()
+    return list(_GLOBALS)
 
 
-def allowed_global_names() -> Tuple[str, ...]:
-    """The fully qualified names :class:`RestrictedUnpickler` accepts (sorted)."""
-    return tuple(sorted(f'{m}.{n}' for m, n in _allowed()))
+# ---------------------------------------------------------------------------------------
+# Loading
 
 
-def allow_globals(*objects: Any, getattr_names: Optional[Iterable[str]] = None) -> None:
-    """Trust more classes/functions (by their ``__module__`` and ``__qualname__``).
-
-    With ``getattr_names``, each object also becomes a target of the guarded ``getattr``
-    for exactly those attribute names (how pickle protocol 2 stores methods of a class).
-    """
-    for obj in objects:
-        module, qualname = getattr(obj, '__module__', None), getattr(obj, '__qualname__', None)
-        if not module or not qualname or '<locals>' in qualname:
-            raise TypeError(f'{obj!r} has no importable module/qualname to allow')
-        _EXTRA_GLOBALS[(module, qualname)] = obj
-        if getattr_names is not None:
-            names = frozenset(getattr_names)
-            GETATTR_ALLOWED[obj] = GETATTR_ALLOWED.get(obj, frozenset()) | names
+def _describe_path(f: Any) -> str:
+    return os.fspath(f) if isinstance(f, (str, os.PathLike)) else f'<{type(f).__name__}>'
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` that resolves only allow-listed globals (see module doc)."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        # Protocol 0-2 pickles may carry Python 2 names (``__builtin__``); map them the way
-        # pickle does, then look up the allow-list. Nothing is imported here.
-        if (module, name) in _compat_pickle.NAME_MAPPING:
-            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-        elif module in _compat_pickle.IMPORT_MAPPING:
-            module = _compat_pickle.IMPORT_MAPPING[module]
+def check_file(path: str) -> None:
+    """Refuse what torch.load should not see: a missing, empty, truncated or foreign file
+    (``FileNotFoundError``, :class:`CheckpointError`), a TorchScript archive
+    (:class:`UnsafeCheckpointError`). Cheap: reads the zip directory, not the data."""
+    if not osp.exists(path):
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    if not osp.isfile(path):
+        raise CheckpointError(f'{path}: not a file')
+    size = osp.getsize(path)
+    if size == 0:
+        raise CheckpointError(f'{path}: the file is empty (0 bytes)')
+    with open(path, 'rb') as fh:
+        head = fh.read(4)
+    if head.startswith(b'PK'):
         try:
-            return _allowed()[(module, name)]
-        except KeyError:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError) as err:
+            raise CheckpointError(
+                f'{path}: incomplete or damaged checkpoint ({size} bytes; its zip directory '
+                f'cannot be read: {err}). A save that was interrupted leaves such a file.'
+            ) from None
+        if any(n.split('/', 1)[-1] == 'constants.pkl' or '/code/' in n for n in names):
             raise UnsafeCheckpointError(
-                f"refusing to unpickle global '{module}.{name}': it is not in dat_mm's "
-                'checkpoint allow-list (tensors, containers, numpy arrays/scalars, '
-                'mmengine HistoryBuffer). If you trust this file, allow it with '
-                'dat_mm.checkpoint.allow_globals(...) or load it with '
-                'torch.load(path, weights_only=False) yourself.') from None
+                f'{path}: refused: a TorchScript archive (loading one runs the code inside '
+                'it, so dat_mm never does; save weights with torch.save(model.state_dict()))')
+    elif not head.startswith(b'\x80'):
+        raise CheckpointError(f'{path}: not a PyTorch checkpoint (neither a zip archive nor '
+                              f'a pickle; starts with {head!r})')
 
 
-def _load(file: Any, **kwargs: Any) -> Any:
-    return RestrictedUnpickler(file, **kwargs).load()
-
-
-def _loads(data: bytes, **kwargs: Any) -> Any:
-    return RestrictedUnpickler(io.BytesIO(data), **kwargs).load()
-
-
-# What torch.load needs from a ``pickle_module``: Unpickler (subclassed by torch), load
-# (legacy format header), __name__.
-restricted_pickle = types.ModuleType('dat_mm_restricted_pickle')
-restricted_pickle.Unpickler = RestrictedUnpickler
-restricted_pickle.load = _load
-restricted_pickle.loads = _loads
-restricted_pickle.UnpicklingError = pickle.UnpicklingError
-restricted_pickle.__doc__ = 'pickle-compatible module that unpickles only allow-listed globals'
-
-
-def _force_weights_only() -> bool:
-    value = os.getenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '0').lower()
-    return value in ('1', 'y', 'yes', 'true')
+def _weights_only_reason(err: BaseException) -> str:
+    """What torch's weights-only error says was refused, without its preamble (which
+    suggests ``weights_only=False``) and its documentation link."""
+    text = str(err)
+    marker = 'WeightsUnpickler error:'
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    parts = [p.strip() for p in text.split('\n\n') if p.strip()]
+    parts = [p for p in parts if not p.startswith(('Weights only load failed',
+                                                   'Check the documentation'))]
+    return ' '.join(parts) or str(err).strip()
 
 
 def safe_load(f: Any, map_location: Any = None) -> Any:
-    """``torch.load`` with :class:`RestrictedUnpickler`; refuses non-allow-listed globals."""
-    if _force_weights_only():
-        return torch.load(f, map_location=map_location, weights_only=True)
+    """``torch.load(f, weights_only=True)`` with the globals of :func:`checkpoint_globals`.
+
+    Raises ``FileNotFoundError``, :class:`CheckpointError` (empty, truncated, not a
+    checkpoint) or :class:`UnsafeCheckpointError` (TorchScript, a refused global, a forged
+    HistoryBuffer), each naming the file.
+    """
+    where = _describe_path(f)
+    if isinstance(f, (str, os.PathLike)):
+        f = osp.expanduser(os.fspath(f))
+        check_file(f)
     try:
-        return torch.load(f, map_location=map_location, pickle_module=restricted_pickle,
-                          weights_only=False)
+        with torch.serialization.safe_globals(checkpoint_globals()):
+            return torch.load(f, map_location=map_location, weights_only=True)
     except UnsafeCheckpointError as err:
-        where = f if isinstance(f, (str, os.PathLike)) else type(f).__name__
-        raise UnsafeCheckpointError(f'{where}: {err}') from None
+        raise UnsafeCheckpointError(f'{where}: refused: {err}') from None
+    except pickle.UnpicklingError as err:
+        reason = _weights_only_reason(err)
+        if 'truncated' in reason or 'EOF' in reason:
+            raise CheckpointError(f'{where}: incomplete or damaged checkpoint: {reason}') \
+                from None
+        raise UnsafeCheckpointError(
+            f'{where}: refused: {reason} (dat_mm loads tensors, containers, numpy arrays and '
+            'mmengine Runner state only)') from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        if 'TorchScript' in str(err):
+            raise UnsafeCheckpointError(f'{where}: refused: a TorchScript archive (its code '
+                                        'would run)') from None
+        raise CheckpointError(
+            f'{where}: incomplete or damaged checkpoint: {str(err).splitlines()[0]}') from None
 
 
-def load_from_local_safe(filename: str, map_location: Any = None) -> Any:
-    """mmengine ``CheckpointLoader`` scheme for local paths, using :func:`safe_load`."""
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'{filename} can not be found.')
+def load_checkpoint(path: str, map_location: Any = 'cpu') -> Any:
+    """A local checkpoint through :func:`safe_load`; a URL (``http://``, ``s3://``, ...)
+    through mmengine's loader for its scheme (which calls ``torch.load`` with torch's
+    ``weights_only`` default). For code of dat_mm that loads a file itself."""
+    if '://' in str(path):
+        from mmengine.runner.checkpoint import CheckpointLoader
+        return CheckpointLoader.load_checkpoint(str(path), map_location=map_location)
+    return safe_load(path, map_location=map_location)
+
+
+def load_from_local(filename: str, map_location: Any = None) -> Any:
+    """mmengine ``CheckpointLoader`` scheme for local paths (see :func:`use_safe_loader`)."""
     return safe_load(filename, map_location=map_location)
 
 
-def register_mmengine_loader(loader: Callable = load_from_local_safe) -> None:
-    """Make ``loader`` mmengine's local-file checkpoint loader (done on ``import dat_mm``)."""
+def _local_loader() -> Callable:
     from mmengine.runner.checkpoint import CheckpointLoader
-    CheckpointLoader.register_scheme(prefixes='', loader=loader, force=True)
+    return CheckpointLoader._schemes['']
 
 
-register_mmengine_loader()
+def use_safe_loader() -> Callable:
+    """Make :func:`safe_load` mmengine's loader for local checkpoint paths; returns the
+    loader it replaced. Idempotent. dat_mm's tools and :class:`SafeCheckpointHook` call it;
+    call it once in a script that loads checkpoints through mmengine itself."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+    previous = _local_loader()
+    if previous is not load_from_local:
+        CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
+    return previous
+
+
+@contextmanager
+def safe_loader() -> Iterator[None]:
+    """:func:`use_safe_loader` for the duration of a ``with`` block."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+    previous = use_safe_loader()
+    try:
+        yield
+    finally:
+        CheckpointLoader.register_scheme(prefixes='', loader=previous, force=True)
+
+
+def is_complete_checkpoint(path: str) -> Tuple[bool, str]:
+    """``(True, '')`` when ``path`` is a whole checkpoint file as far as can be told without
+    reading it all (a zip whose directory, written last, reads; or a legacy pickle), else
+    ``(False, reason)``. A file that must be refused raises :class:`UnsafeCheckpointError`
+    instead of being passed over."""
+    try:
+        check_file(path)
+    except UnsafeCheckpointError:
+        raise
+    except (OSError, CheckpointError) as err:
+        return False, str(err)
+    return True, ''
+
+
+# ---------------------------------------------------------------------------------------
+# Writing
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory or '.', os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temporary_name(path: str) -> str:
+    """Where :func:`atomic_write` stages ``path``: a hidden sibling ending in ``.tmp``."""
+    directory, name = osp.split(path)
+    return osp.join(directory, f'.{name}.tmp')
+
+
+def is_temporary_name(name: str) -> bool:
+    return re.fullmatch(r'\..+\.tmp', osp.basename(name)) is not None
+
+
+def commit_temporary(path: str) -> None:
+    """Make the file staged at ``temporary_name(path)`` durable and move it to ``path``:
+    fsync it, rename it over ``path`` (atomic), fsync the directory."""
+    tmp = temporary_name(path)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(osp.dirname(path))
+
+
+def atomic_write(path: str, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp)`` to stage the file at ``temporary_name(path)``, then
+    :func:`commit_temporary`. If anything fails, ``path`` is untouched and the staged file
+    removed."""
+    tmp = temporary_name(path)
+    try:
+        write(tmp)
+        commit_temporary(path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """:func:`atomic_write` of a small text file."""
+
+    def write(tmp):
+        with open(tmp, 'w') as fh:
+            fh.write(text)
+
+    atomic_write(path, write)

@@ -81,6 +81,18 @@ def is_published_layout(keys: Iterable[str]) -> bool:
                '.layer_norms.' in k or '.attns.' in k for k in keys)
 
 
+def is_published_checkpoint(ckpt) -> bool:
+    """True for a loaded checkpoint of the authors': an ImageNet one (``model``) or an
+    mmdet 2 / mmseg 0.x one (``state_dict`` whose ``backbone.*`` keys are in their layout)."""
+    if not isinstance(ckpt, dict):
+        return False
+    if isinstance(ckpt.get('model'), dict):
+        return is_published_layout(ckpt['model'])
+    state = ckpt.get('state_dict')
+    return isinstance(state, dict) and is_published_layout(
+        k[len('backbone.'):] for k in state if k.startswith('backbone.'))
+
+
 def _map_backbone_key(key: str):
     m = _LAYER_NORM.match(key)
     if m:
@@ -163,25 +175,55 @@ def convert_published_checkpoint(ckpt: dict, backbone_only: bool = False) -> dic
     return out
 
 
-def check_state_dict_fits(model: torch.nn.Module, state: Dict[str, torch.Tensor],
-                          allow_missing: Tuple[str, ...] = (),
-                          allow_unexpected: Tuple[str, ...] = ()) -> None:
-    """Raise ``KeyError``/``ValueError`` naming every key of ``state`` that does not fit
-    ``model`` (missing, unexpected, wrong shape), except the allowed prefixes."""
-    own = model.state_dict()
+def _listed(keys: List[str], limit: int = 10) -> str:
+    shown = ', '.join(keys[:limit])
+    return f'({len(keys)}) [{shown}' + (f', ... {len(keys) - limit} more]' if len(keys) > limit
+                                         else ']')
+
+
+def resizable_table(key: str, saved: torch.Tensor, own: torch.Tensor) -> bool:
+    """A position table of another resolution that the attention modules resize on load
+    (``rpe_table``: heads first; v1 ``relative_position_bias_table``: heads last)."""
+    if saved.ndim != own.ndim:
+        return False
+    if key.endswith('.rpe_table'):
+        return saved.ndim == 3 and saved.shape[0] == own.shape[0]
+    if key.endswith('.relative_position_bias_table'):
+        return saved.ndim == 2 and saved.shape[1] == own.shape[1]
+    return False
+
+
+def state_dict_problems(own: Dict[str, torch.Tensor], state: Dict[str, torch.Tensor],
+                        allow_missing: Tuple[str, ...] = (),
+                        allow_unexpected: Tuple[str, ...] = ()) -> List[str]:
+    """What keeps ``state`` from loading into a module whose state dict is ``own``: missing,
+    unexpected and wrong-shape keys (the first ten of each, with their counts), except the
+    allowed prefixes and position tables that are resized on load (:func:`resizable_table`).
+    Empty when it fits."""
     missing = [k for k in own if k not in state and not k.startswith(allow_missing)]
     unexpected = [k for k in state if k not in own and not k.startswith(allow_unexpected)]
     shapes = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-              for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+              for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)
+              and not resizable_table(k, v, own[k])]
     problems = []
     if missing:
-        problems.append(f'missing keys {missing}')
+        problems.append(f'missing keys {_listed(missing)}')
     if unexpected:
-        problems.append(f'unexpected keys {unexpected}')
+        problems.append(f'unexpected keys {_listed(unexpected)}')
     if shapes:
-        problems.append(f'shape mismatches {shapes}')
+        problems.append(f'shape mismatches {_listed(shapes)}')
+    return problems
+
+
+def check_state_dict_fits(model: torch.nn.Module, state: Dict[str, torch.Tensor],
+                          allow_missing: Tuple[str, ...] = (),
+                          allow_unexpected: Tuple[str, ...] = (),
+                          source: str = 'checkpoint') -> None:
+    """Raise ``KeyError`` naming what keeps ``state`` from fitting ``model``
+    (:func:`state_dict_problems`); ``source`` (the file) starts the message."""
+    problems = state_dict_problems(model.state_dict(), state, allow_missing, allow_unexpected)
     if problems:
-        raise KeyError(f'checkpoint does not fit {type(model).__name__}: ' + '; '.join(problems))
+        raise KeyError(f'{source} does not fit {type(model).__name__}: ' + '; '.join(problems))
 
 
 def state_dict_of(ckpt, path: str = 'checkpoint') -> dict:
@@ -207,9 +249,9 @@ def load_backbone_weights(backbone: torch.nn.Module, path: str, prefix: str = No
     extra (a det/seg backbone under a classifier); any other mismatch is an error.
     """
     from mmengine.logging import print_log
-    from mmengine.runner.checkpoint import CheckpointLoader
-    state = state_dict_of(CheckpointLoader.load_checkpoint(path, map_location=map_location),
-                          path)
+
+    from .checkpoint import load_checkpoint
+    state = state_dict_of(load_checkpoint(path, map_location=map_location), path)
     if prefix is None and any(k.startswith('backbone.') for k in state):
         prefix = 'backbone.'
     if prefix:

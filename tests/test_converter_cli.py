@@ -232,7 +232,7 @@ def test_pickled_objects_are_refused_with_the_reason(tmp_path, capsys):
     torch.save({'model': {'patch_proj.0.weight': torch.zeros(1)}, 'config': Path('x')}, bad)
     assert run_cli(bad, tmp_path / 'out.pth') == 1
     err = capsys.readouterr().err
-    assert 'weights_only=True' in err and 'torch.save' in err
+    assert 'refused' in err and 'PosixPath' in err and 'torch.save' in err
 
 
 def test_no_weights_in_file_is_an_error(tmp_path, capsys):

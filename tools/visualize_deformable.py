@@ -21,7 +21,6 @@ cannot be mapped back (anything but resizing, padding, cropping, flipping), or w
 import argparse
 import copy
 import os
-import pickle
 import sys
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
@@ -105,14 +104,10 @@ def build_model(cfg):
 
 
 def _load_file(path: str):
-    """Through mmengine's loader, which ``import dat_mm`` makes dat_mm's allow-list unpickler
-    (Runner checkpoints load; arbitrary pickled code is refused)."""
-    import dat_mm  # noqa: F401  (registers the safe loader)
-    from mmengine.runner.checkpoint import CheckpointLoader
-    try:
-        return CheckpointLoader.load_checkpoint(path, map_location='cpu')
-    except pickle.UnpicklingError as e:
-        raise ValueError(f'{path}: {e}') from None
+    """Through dat_mm's safe loader (Runner checkpoints load; pickled code, TorchScript and
+    forged state are refused with an error naming the file)."""
+    from dat_mm.checkpoint import load_checkpoint
+    return load_checkpoint(path, map_location='cpu')
 
 
 def load_weights(model, path: str) -> str:

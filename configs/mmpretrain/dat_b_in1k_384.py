@@ -2,7 +2,7 @@
 # FLOPs). The 'base-384' preset has 12 x 12 windows and tables built for 384.
 _base_ = [
     './_base_/models/dat_classifier.py', './_base_/datasets/imagenet_dat_384.py',
-    './_base_/schedules/dat_in1k_384_30e.py', 'mmpretrain::_base_/default_runtime.py'
+    './_base_/schedules/dat_in1k_384_30e.py'
 ]
 # Published weights (README at tag CVPR2022): dat_base_in1k_384.pth; convert with
 #   python tools/model_converters/dat_official_to_mm.py dat_base_in1k_384.pth \

@@ -1,7 +1,7 @@
 # DAT-B++ on ImageNet-1k at 224 (84.9 top-1, 93.7M params, 16.6G FLOPs).
 _base_ = [
     './_base_/models/dat_classifier.py', './_base_/datasets/imagenet_dat_224.py',
-    './_base_/schedules/dat_in1k_300e.py', 'mmpretrain::_base_/default_runtime.py'
+    './_base_/schedules/dat_in1k_300e.py'
 ]
 # Published weights: dat_pp_base_in1k_224.pth; convert with
 #   python tools/model_converters/dat_official_to_mm.py dat_pp_base_in1k_224.pth \

@@ -2,7 +2,7 @@
 # The rpe tables stay those of the 224 model (they are sampled in normalised coordinates).
 _base_ = [
     './_base_/models/dat_classifier.py', './_base_/datasets/imagenet_dat_384.py',
-    './_base_/schedules/dat_in1k_384_30e.py', 'mmpretrain::_base_/default_runtime.py'
+    './_base_/schedules/dat_in1k_384_30e.py'
 ]
 # Published weights: dat_pp_base_in1k_384.pth; convert with
 #   python tools/model_converters/dat_official_to_mm.py dat_pp_base_in1k_384.pth \

@@ -1,7 +1,7 @@
 # DAT-S++ on ImageNet-1k at 224 (84.6 top-1, 53.1M params, 9.4G FLOPs).
 _base_ = [
     './_base_/models/dat_classifier.py', './_base_/datasets/imagenet_dat_224.py',
-    './_base_/schedules/dat_in1k_300e.py', 'mmpretrain::_base_/default_runtime.py'
+    './_base_/schedules/dat_in1k_300e.py'
 ]
 # Published weights: dat_pp_small_in1k_224.pth; convert with
 #   python tools/model_converters/dat_official_to_mm.py dat_pp_small_in1k_224.pth \

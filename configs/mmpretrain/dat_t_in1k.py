@@ -1,7 +1,7 @@
 # DAT-T (v1, CVPR 2022) on ImageNet-1k at 224 (82.0 top-1, 28.3M params, 4.6G FLOPs).
 _base_ = [
     './_base_/models/dat_classifier.py', './_base_/datasets/imagenet_dat_224.py',
-    './_base_/schedules/dat_in1k_300e.py', 'mmpretrain::_base_/default_runtime.py'
+    './_base_/schedules/dat_in1k_300e.py'
 ]
 # Published weights (README at tag CVPR2022): dat_tiny_in1k_224.pth; convert with
 #   python tools/model_converters/dat_official_to_mm.py dat_tiny_in1k_224.pth \

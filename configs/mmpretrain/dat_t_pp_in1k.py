@@ -1,7 +1,7 @@
 # DAT-T++ on ImageNet-1k at 224 (83.9 top-1, 24.0M params, 4.3G FLOPs).
 _base_ = [
     './_base_/models/dat_classifier.py', './_base_/datasets/imagenet_dat_224.py',
-    './_base_/schedules/dat_in1k_300e.py', 'mmpretrain::_base_/default_runtime.py'
+    './_base_/schedules/dat_in1k_300e.py'
 ]
 # Published weights (LeapLabTHU/DAT README): dat_pp_tiny_in1k_224.pth. Convert them with
 #   python tools/model_converters/dat_official_to_mm.py dat_pp_tiny_in1k_224.pth \

@@ -121,11 +121,29 @@ def apply_scope_defaults(cfg: Config, scope: str) -> None:
         setup_cache_size_limit_of_dynamo()
 
 
+def use_safe_checkpoints(cfg: Config) -> None:
+    """Safe checkpoint loading for this process, and the config's checkpoint hook made
+    ``SafeCheckpointHook`` (fit checks, atomic saves, RNG state; docs/reliability.md) where it
+    is mmengine's plain ``CheckpointHook`` (logged)."""
+    from dat_mm.checkpoint import use_safe_loader
+    use_safe_loader()
+    cfg.setdefault('default_hooks', ConfigDict())
+    hook = cfg.default_hooks.get('checkpoint')
+    if hook is None:
+        cfg.default_hooks.checkpoint = ConfigDict(type='SafeCheckpointHook', interval=1)
+    elif hook.get('type') in ('CheckpointHook', 'mmengine.CheckpointHook'):
+        hook.type = 'SafeCheckpointHook'
+        print_log('default_hooks.checkpoint: SafeCheckpointHook instead of CheckpointHook '
+                  '(atomic saves, checked loading, RNG state)', logger='current')
+
+
 def build_runner(cfg: Config, scope: str, launcher: str = 'none', amp_requested: bool = False):
     """The Runner of a loaded config, after what tools/train.py and tools/test.py both do:
-    the scope's defaults, the CPU adaptation of GPU recipes, and the CPU process group."""
+    safe checkpoints, the scope's defaults, the CPU adaptation of GPU recipes, and the CPU
+    process group."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
+    use_safe_checkpoints(cfg)
     apply_scope_defaults(cfg, scope)
     adapt_to_device(cfg, launcher, amp_requested=amp_requested)
     init_cpu_distributed(launcher, cfg.env_cfg.dist_cfg.get('backend', 'gloo')

@@ -40,18 +40,16 @@ class ConversionError(RuntimeError):
 
 
 def load_published(path):
-    import torch
+    """The published file through dat_mm's safe loader (weights only; pickled objects refused)."""
+    from dat_mm.checkpoint import CheckpointError, safe_load
     if not os.path.isfile(path):
         raise ConversionError(f'{path}: no such file')
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # pickle.UnpicklingError and friends
+        return safe_load(path, map_location='cpu')
+    except CheckpointError as e:
         raise ConversionError(
-            f'{path} cannot be read with torch.load(weights_only=True): {type(e).__name__}: '
-            f'{str(e).strip().splitlines()[0] if str(e).strip() else e!r}\n'
-            'The published DAT checkpoints hold only tensors and plain values; this file also '
-            'pickles Python objects, which are not loaded from files of unknown origin. If you '
-            "trust it, re-save just its weights: torch.save({'model': torch.load(SRC, "
+            f'{e}\nThe published DAT checkpoints hold only tensors and plain values. If you '
+            "trust this file, re-save just its weights: torch.save({'model': torch.load(SRC, "
             "weights_only=False)['model']}, SRC2) (or 'state_dict' for det/seg checkpoints) "
             'and convert SRC2.') from e
 

@@ -4,6 +4,8 @@
 _base_ = ['mmdet::_base_/models/mask-rcnn_r50_fpn.py', 'mmdet::_base_/default_runtime.py']
 custom_imports = dict(imports=['dat_mm', 'dat_mm.datasets.coco_checks'],
                       allow_failed_imports=False)
+# checkpoints: safe loading, fit checks, atomic saves, RNG state (docs/reliability.md)
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))
 
 model = dict(
     backbone=dict(

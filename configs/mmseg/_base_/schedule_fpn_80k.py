@@ -13,5 +13,6 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=max_iters, by_epoch=False),
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=4000)
-default_hooks = dict(checkpoint=dict(interval=4000))
+# checkpoints: safe loading, fit checks, atomic saves, RNG state (docs/reliability.md)
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook', interval=4000))
 auto_scale_lr = dict(enable=False, base_batch_size=32)

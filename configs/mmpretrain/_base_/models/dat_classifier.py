@@ -1,7 +1,10 @@
 # The published DAT / DAT++ ImageNet classifier as an mmpretrain ImageClassifier:
 # DAT backbone -> LayerNorm on the last stage (the backbone's out norm, = published `cls_norm`)
 # -> global average pooling -> Linear(C3, 1000) (= published `cls_head`).
+_base_ = 'mmpretrain::_base_/default_runtime.py'
 custom_imports = dict(imports=['dat_mm'], allow_failed_imports=False)
+# checkpoints: safe loading, fit checks, atomic saves, RNG state (docs/reliability.md)
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))
 
 model = dict(
     type='ImageClassifier',
