@@ -183,14 +183,12 @@ def _listed(keys: List[str], limit: int = 10) -> str:
 
 def resizable_table(key: str, saved: torch.Tensor, own: torch.Tensor) -> bool:
     """A position table of another resolution that the attention modules resize on load
-    (``rpe_table``: heads first; v1 ``relative_position_bias_table``: heads last)."""
-    if saved.ndim != own.ndim:
-        return False
-    if key.endswith('.rpe_table'):
-        return saved.ndim == 3 and saved.shape[0] == own.shape[0]
-    if key.endswith('.relative_position_bias_table'):
-        return saved.ndim == 2 and saved.shape[1] == own.shape[1]
-    return False
+    (``rpe_table``, v1 ``relative_position_bias_table``; the rule of
+    :func:`dat_mm.models.layers.position_tables.can_resize_table`)."""
+    from .models.layers.position_tables import FLAT, GRID, can_resize_table
+    layout = GRID if key.endswith('.rpe_table') else \
+        FLAT if key.endswith('.relative_position_bias_table') else None
+    return layout is not None and can_resize_table(saved.shape, own.shape, layout)
 
 
 def state_dict_problems(own: Dict[str, torch.Tensor], state: Dict[str, torch.Tensor],

@@ -8,10 +8,18 @@ _base_ = [
 #   python tools/model_converters/dat_official_to_mm.py dat_base_in1k_384.pth \
 #       checkpoints/dat_b_in1k_384.pth --config configs/mmpretrain/dat_b_in1k_384.py
 published_checkpoint = 'checkpoints/dat_b_in1k_384.pth'
-# The authors fine-tuned from the 224 model with its position tables resized (bicubic) to
-# 384; dat_mm does not resize tables on load, so no init from the 224 checkpoint is set here.
+# The fine-tune starts from the whole 224 classifier, as the authors' did; make that file with
+#   python tools/model_converters/dat_official_to_mm.py dat_base_in1k_224.pth \
+#       checkpoints/dat_b_in1k.pth --config configs/mmpretrain/dat_b_in1k.py
+# (the published dat_base_in1k_224.pth); training fails naming this file if it is absent.
+# Its position tables (7 x 7 windows, rpe tables for 224) are resized bicubically to the 12 x 12
+# windows and 384 tables on load, as the authors do (dat_mm/models/layers/position_tables.py).
+pretrained_224 = 'checkpoints/dat_b_in1k.pth'
 
-model = dict(backbone=dict(arch='base-384', drop_path_rate=0.5), head=dict(in_channels=1024))
+model = dict(
+    backbone=dict(arch='base-384', drop_path_rate=0.5),
+    head=dict(in_channels=1024),
+    init_cfg=dict(type='Pretrained', checkpoint=pretrained_224))
 
 # v1 evaluates with the default crop: a 438 x 438 square resize (int(256 / 224 * 384)), then a
 # centre crop of 384.

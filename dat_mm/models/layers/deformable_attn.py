@@ -31,13 +31,22 @@ actual input, so it only runs at its training resolution. dat_mm samples the tab
 ``img_size`` in normalised coordinates, exactly as DAT++ does: identical at the training
 resolution (where the shapes agree), and defined at every other size (dense tasks), where the
 authors' code fails.
+
+Loading tables of another size. A v1 model built for another ``img_size`` (DAT-B 384 from the
+224 checkpoint) has larger tables; an incoming ``rpe_table`` with the same number of heads is
+resized bicubically on ``load_state_dict``, as the authors do (:mod:`position_tables`). DAT++
+keeps the 224 tables at every resolution, so its checkpoints always match and nothing is
+resized.
 """
+from functools import partial
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention_backends import dispatch, register_backend
 from .norm import LayerNorm2d
+from .position_tables import GRID, resize_tables_on_load
 
 
 def axis_coords(n: int, version: int, kind: str, dtype, device) -> torch.Tensor:
@@ -152,6 +161,8 @@ class DeformableAttention2d(nn.Module):
             th, tw = table_size
             self.rpe_table = nn.Parameter(torch.zeros(num_heads, 2 * th - 1, 2 * tw - 1))
             nn.init.trunc_normal_(self.rpe_table, std=0.01, a=-2.0, b=2.0)
+            self._register_load_state_dict_pre_hook(
+                partial(resize_tables_on_load, (('rpe_table', GRID),)), with_module=True)
         else:
             self.rpe_table = None
         # Set by dat_mm's capture helpers; None costs nothing.

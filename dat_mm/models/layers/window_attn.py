@@ -9,13 +9,19 @@ and the mask are recomputed, not stored (the converter drops the published buffe
 Maps that are not multiples of the window are zero-padded at the bottom/right after the norm
 and cropped back, as mmdet's Swin does, so v1 runs at any input size; at the published training
 resolutions no padding happens and the result is exactly the authors'.
+
+A bias table of another window size with the same number of heads (a 224 checkpoint loaded
+into the 384 model, windows 7 -> 12) is resized bicubically on ``load_state_dict``, as the
+authors fine-tune at 384 (:mod:`position_tables`).
 """
 import math
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .position_tables import FLAT, resize_tables_on_load
 
 
 def relative_position_index(window: int) -> torch.Tensor:
@@ -67,6 +73,9 @@ class WindowAttention2d(nn.Module):
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.01, a=-2.0, b=2.0)
         self.register_buffer('relative_position_index', relative_position_index(window_size),
                              persistent=False)
+        self._register_load_state_dict_pre_hook(
+            partial(resize_tables_on_load, (('relative_position_bias_table', FLAT),)),
+            with_module=True)
 
     @classmethod
     def shifted(cls, dim: int, num_heads: int, window_size: int = 7, **kwargs):
