@@ -12,12 +12,12 @@ import pycocotools.mask as mask_utils
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.logging import MMLogger
 
 from dat_mm.datasets import coco_shapes_metainfo, generate_coco_shapes
 from dat_mm.datasets.coco_checks import (CheckedCocoDataset, CheckedCocoMetric,
                                          drop_degenerate_polygons, is_valid_polygon)
 
+from log_capture import CurrentLog
 from small_configs import det_override
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,23 +25,8 @@ NAN, INF = float('nan'), float('inf')
 SQUARE = [2, 2, 12, 2, 12, 12, 2, 12]
 
 
-class _Warnings:
-    """Collects the WARNING records of mmengine's current logger while active."""
-
-    def __enter__(self):
-        self.records = []
-        self.handler = logging.Handler(level=logging.WARNING)
-        self.handler.emit = self.records.append
-        self.logger = MMLogger.get_current_instance()
-        self.logger.addHandler(self.handler)
-        return self
-
-    def __exit__(self, *exc):
-        self.logger.removeHandler(self.handler)
-
-    @property
-    def messages(self):
-        return [r.getMessage() for r in self.records if r.levelno >= logging.WARNING]
+def _Warnings():
+    return CurrentLog(logging.WARNING)
 
 
 # ---- the rule -------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ element by element. Small v1 archs (windows 3 and 5, image sizes 96 and 160) sta
 224 / 384 pair; the real DAT-B 224 -> 384 and DAT-B++ pairs are built from their configs and
 loaded once.
 """
-import logging
 import math
 from pathlib import Path
 
@@ -19,7 +18,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
-from mmengine.logging import MMLogger
 from PIL import Image
 
 from dat_mm import DAT
@@ -27,6 +25,8 @@ from dat_mm.datasets.shapes import fill_polygon, shape_polygon
 from dat_mm.models.layers import DeformableAttention2d, WindowAttention2d
 from dat_mm.models.layers.position_tables import (can_resize_table, resize_position_table,
                                                   resize_tables_on_load)
+
+from log_capture import CurrentLog
 
 CFG_DIR = Path(__file__).resolve().parents[1] / 'configs' / 'mmpretrain'
 TABLES = ('.relative_position_bias_table', '.rpe_table')
@@ -44,26 +44,8 @@ def _v1_arch(img_size, window):
              offset_range_factor=2)])
 
 
-class _Logged:
-    """Collects the records of mmengine's current logger at ``level`` and above."""
-
-    def __init__(self, level=logging.INFO):
-        self.level = level
-
-    def __enter__(self):
-        self.records = []
-        self.handler = logging.Handler(level=self.level)
-        self.handler.emit = self.records.append
-        self.logger = MMLogger.get_current_instance()
-        self.logger.addHandler(self.handler)
-        return self
-
-    def __exit__(self, *exc):
-        self.logger.removeHandler(self.handler)
-
-    @property
-    def messages(self):
-        return [r.getMessage() for r in self.records]
+class _Logged(CurrentLog):
+    """The log, and the resize lines in it."""
 
     def resized(self):
         return [m for m in self.messages if 'resized the position table' in m]
