@@ -85,26 +85,20 @@ def test_config_loads_and_builds_offline(path):
         assert cfg.pretrained.startswith('checkpoints/dat_') and cfg.pretrained.endswith('.pth')
 
 
-def test_missing_pretrained_weights_warn_and_train_from_scratch(tmp_path):
-    """Configs name a default weights path; without the file the model still initialises."""
-    import logging
-    from mmengine.logging import MMLogger
+def test_missing_pretrained_weights_are_an_error(tmp_path):
+    """Configs name a default weights path; without the file nothing trains silently from
+    random weights: the error names the path and the two ways out."""
     cfg = Config.fromfile(str(ROOT / 'configs/mmdet/retinanet_dat_t_pp_1x.py'))
     cfg.model.backbone.init_cfg.checkpoint = str(tmp_path / 'absent.pth')
     model = build_model(cfg)
-    before = model.backbone.stem[0].weight.detach().clone()
-    records = []
-    handler = logging.Handler(level=logging.WARNING)
-    handler.emit = records.append
-    logger = MMLogger.get_current_instance()
-    logger.addHandler(handler)
-    try:
+    with pytest.raises(FileNotFoundError) as err:
         model.init_weights()
-    finally:
-        logger.removeHandler(handler)
-    assert any('not found' in r.getMessage() and 'absent.pth' in r.getMessage()
-               for r in records), [r.getMessage() for r in records]
-    torch.testing.assert_close(model.backbone.stem[0].weight, before)
+    assert str(tmp_path / 'absent.pth') in str(err.value)
+    assert 'dat_official_to_mm.py' in str(err.value)
+    assert 'model.backbone.init_cfg=None' in str(err.value)
+    cfg.model.backbone.init_cfg = dict(type='Pretrained')
+    with pytest.raises(ValueError, match='names no checkpoint'):
+        build_model(cfg).init_weights()
 
 
 # ---- the published recipes ------------------------------------------------------------------

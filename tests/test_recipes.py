@@ -7,12 +7,15 @@ above the untrained model's.
 """
 import importlib.util
 import json
+import pickle
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
@@ -20,6 +23,7 @@ from dat_mm.checkpoint import safe_load
 from dat_mm.datasets import (generate_ade20k_shapes, generate_coco_shapes,
                              generate_imagenet_shapes)
 
+from published_layout import published_state
 from small_configs import cls_override, det_override, seg_override
 
 pytestmark = pytest.mark.slow
@@ -125,6 +129,18 @@ def test_train_test_resume(name, data, tmp_path):
     n_test = 4 if kind == 'cls' else 2          # images in the generated val split
     assert len(drawn) == n_test, sorted(str(p) for p in show.rglob('*'))
 
+    # 2b. the same weights in the authors' published layout (mmdet 2 / mmseg 0.x state_dict,
+    # ImageNet model) give exactly the same predictions: converted on the fly on load
+    published = _published_copy(ckpt, kind, tmp_path / 'published.pth')
+    out_pub = tmp_path / ('preds_pub' if kind == 'seg' else 'preds_pub.pkl')
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / 'tools' / 'test.py'), str(override), str(published),
+         '--work-dir', str(tmp_path / 'test_pub'), '--out', str(out_pub)],
+        capture_output=True, text=True, cwd=str(ROOT), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "published layout, converted on the fly" in proc.stdout + proc.stderr
+    _assert_same_predictions(out, out_pub, kind)
+
     # 3. --resume continues from the saved iteration
     resume_cfg = tmp_path / f'{name}_resume.py'
     length = 'max_epochs=2' if by_epoch else 'max_iters=4'
@@ -137,6 +153,46 @@ def test_train_test_resume(name, data, tmp_path):
     assert runner.iter == 4
     final = work / ('epoch_2.pth' if by_epoch else 'iter_4.pth')
     assert safe_load(str(final), map_location='cpu')['meta']['iter'] == 4
+
+
+def _published_copy(ckpt, kind, dst):
+    """The trained checkpoint's weights in the authors' published layout."""
+    state = safe_load(str(ckpt), map_location='cpu')['state_dict']
+    backbone = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
+    if kind == 'cls':
+        head = torch.nn.Linear(*state['head.fc.weight'].shape[::-1])
+        head.load_state_dict({'weight': state['head.fc.weight'], 'bias': state['head.fc.bias']})
+        torch.save({'model': published_state(backbone, 2, head=head), 'epoch': 1}, dst)
+    else:
+        pub = {'backbone.' + k: v for k, v in published_state(backbone, 2, dense=True).items()}
+        pub.update((k, v) for k, v in state.items() if not k.startswith('backbone.'))
+        torch.save({'state_dict': pub, 'meta': {'epoch': 1}}, dst)
+    return dst
+
+
+def _assert_same_predictions(out, out_pub, kind):
+    if kind == 'seg':
+        names = sorted(p.name for p in out.glob('*.png'))
+        assert names and names == sorted(p.name for p in out_pub.glob('*.png'))
+        for name in names:
+            assert (out / name).read_bytes() == (out_pub / name).read_bytes(), name
+        return
+    with open(out, 'rb') as f1, open(out_pub, 'rb') as f2:  # our own dumps, plain pickles
+        first, second = pickle.load(f1), pickle.load(f2)
+    assert len(first) == len(second) > 0
+
+    def same(a, b):
+        if isinstance(a, dict):
+            return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        if isinstance(a, (list, tuple)):
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        if isinstance(a, torch.Tensor):
+            return torch.equal(a, b)
+        if isinstance(a, np.ndarray):
+            return np.array_equal(a, b)
+        return a == b
+
+    assert same(first, second)
 
 
 # ---- a short run learns ------------------------------------------------------------------

@@ -6,7 +6,8 @@ _base_ = ['./_base_/retinanet_dat_fpn.py', './_base_/coco_detection_ms_crop.py',
           './_base_/schedule_3x.py']
 
 # ImageNet-1k DAT-T++ weights: tools/model_converters/dat_official_to_mm.py --backbone-only
-# (or the published dat_pp_tiny_in1k_224.pth itself). Trains from random init if absent.
+# (or the published dat_pp_tiny_in1k_224.pth itself). A missing file is an error
+# (model.backbone.init_cfg=None trains from scratch on purpose).
 pretrained = 'checkpoints/dat_t_pp_in1k_backbone.pth'
 
 model = dict(

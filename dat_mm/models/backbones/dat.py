@@ -1,5 +1,4 @@
 """The DAT / DAT++ backbone for classification, detection and segmentation."""
-import logging
 import numbers
 import os
 from collections.abc import Sequence as SequenceABC
@@ -105,6 +104,27 @@ def _build_attention(kind: str, stage: StageSpec, arch: ArchSpec, fmap_size: int
     raise ValueError(f'unknown block kind {kind!r}')
 
 
+def _rename_published_keys(state_dict, prefix, local_metadata, strict, missing_keys,
+                           unexpected_keys, error_msgs):
+    """``load_state_dict`` pre-hook: backbone keys in the authors' published layout (an
+    mmdet 2 / mmseg 0.x ``backbone.*``, or their ImageNet backbone) are renamed to dat_mm's
+    (:func:`dat_mm.converters.convert_backbone_state_dict`), so every loader takes them:
+    mmengine's stock ``CheckpointHook`` paths, ``init_cfg``, a plain ``load_state_dict``.
+    Keys with no place in dat_mm stay, and are reported as unexpected."""
+    from dat_mm.converters import convert_backbone_state_dict, is_published_layout
+    keys = [k for k in state_dict if k.startswith(prefix)]
+    own = {k[len(prefix):]: state_dict[k] for k in keys}
+    if not is_published_layout(own):
+        return
+    converted, unmapped = convert_backbone_state_dict(own)
+    for key in keys:
+        if key[len(prefix):] not in unmapped:
+            del state_dict[key]
+    state_dict.update((prefix + k, v) for k, v in converted.items())
+    print_log(f"DAT: {len(converted)} weights under '{prefix}' in the authors' published "
+              'layout, renamed on load', logger='current')
+
+
 @MODELS.register_module()
 class DAT(BaseModule):
     """DAT++ / DAT backbone (Deformable Attention Transformer).
@@ -207,6 +227,7 @@ class DAT(BaseModule):
             LayerNorm2d(dims[i]) if (out_norm and i in out_indices) else nn.Identity()
             for i in range(num_stages))
         self._freeze_stages()
+        self._register_load_state_dict_pre_hook(_rename_published_keys)
 
     # -- forward ---------------------------------------------------------------------------
     def forward(self, x: torch.Tensor):
@@ -297,13 +318,15 @@ class DAT(BaseModule):
         from dat_mm.converters import load_backbone_weights  # mmengine checkpoint I/O
         path = cfg.get('checkpoint')
         if path is None:
-            print_log('DAT: init_cfg names no checkpoint; keeping random initialisation',
-                      logger='current', level=logging.WARNING)
-            return
+            raise ValueError("DAT init_cfg=dict(type='Pretrained') names no checkpoint; give "
+                             'checkpoint=PATH, or init_cfg=None to start from random weights')
         if '://' not in str(path) and not os.path.exists(path):
-            print_log(f'DAT: pretrained weights not found at {path!r}; training from random '
-                      f'initialisation (set the path in the config to use them)',
-                      logger='current', level=logging.WARNING)
-            return
+            raise FileNotFoundError(
+                f'DAT pretrained weights not found: {path!r} (relative to {os.getcwd()}). '
+                "Download the authors' ImageNet checkpoint named in the config's comment and "
+                'point init_cfg.checkpoint at it (published files load as they are), or '
+                'convert it with tools/model_converters/dat_official_to_mm.py --backbone-only; '
+                'to train from random initialisation on purpose, set init_cfg=None '
+                '(--cfg-options model.backbone.init_cfg=None).')
         load_backbone_weights(self, path, prefix=cfg.get('prefix'),
                               map_location=cfg.get('map_location', 'cpu'))
