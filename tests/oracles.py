@@ -1,4 +1,4 @@
-"""Test oracles written from /work/shared/spec/DAT_SPEC.md, independently of ``dat_mm``.
+"""Test oracles written from the published models' specification, independently of ``dat_mm``.
 
 Nothing here imports ``dat_mm``'s layers: every mechanism is transcribed from the spec in the
 plainest form (per-pixel loops, per-head loops, an explicit bilinear sampler instead of
