@@ -3,9 +3,11 @@
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out PATH] [--show-dir DIR]
                                            [--cfg-options k=v ...] [--launcher ...]
 
-The config's test_evaluator gives the metrics (CocoMetric box/mask AP, IoUMetric mIoU,
-Accuracy). ``--out`` saves the predictions: a .pkl for mmdet (DumpDetResults) and mmpretrain
-(DumpResults), a directory of PNG label maps for mmseg (IoUMetric's output_dir).
+CHECKPOINT is a Runner checkpoint or one of the authors' published files (ImageNet, mmdet 2,
+mmseg 0.x), converted on load; a file that does not fit the config stops before the first image
+(docs/reliability.md). The config's test_evaluator gives the metrics (CocoMetric box/mask AP,
+IoUMetric mIoU, Accuracy). ``--out`` saves the predictions: a .pkl for mmdet (DumpDetResults)
+and mmpretrain (DumpResults), a directory of PNG label maps for mmseg (IoUMetric's output_dir).
 ``--show-dir`` draws the predictions with the scope's visualization hook.
 """
 import argparse

@@ -133,7 +133,6 @@ class SafeCheckpointHook(CheckpointHook):
             else:  # mmengine would try the file last_checkpoint names, if any
                 runner._resume = False
                 self._mode = 'finetune'
-
         elif load_from is not None and '://' not in str(load_from):
             check_file(str(load_from))  # before the model is touched
         self._load_path = load_from
