@@ -8,9 +8,12 @@
 #  * torch 2.14's headers need C++20 but mmcv 2.1.0's setup.py hard-codes -std=c++17;
 #  * mmcv 2.1.0's setup.py imports pkg_resources: setuptools >=77,<81 (constraints.txt).
 # Usage: build_mmcv.sh WHEEL_DIR PYTHON [CONSTRAINTS]
-#   MMCV_CUDA=1  also build the CUDA ops (needs nvcc); default 0 = CPU ops only, with GPUs
-#                hidden from the build so the result does not depend on the machine.
+#   MMCV_CUDA=1  also build the CUDA ops (needs nvcc; TORCH_CUDA_ARCH_LIST names the GPU
+#                architectures); default 0 = CPU ops only, with GPUs hidden from the build so
+#                the result does not depend on the machine.
 #   MAX_JOBS     parallel compile jobs (default: nproc).
+# Progress: one line per compiled file ("[k/N] file"); the whole compiler output goes to a log
+# whose last lines are shown if the build fails.
 # Called by tools/install/setup_env.sh; run it by hand only to rebuild the cached wheel.
 set -euo pipefail
 wheel_dir=$1
@@ -35,8 +38,26 @@ else
     # mmcv's setup.py builds CUDA ops whenever torch sees a GPU: hide it for a CPU build.
     cuda_env=(-u FORCE_CUDA CUDA_VISIBLE_DEVICES=)
 fi
-env "${cuda_env[@]}" MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-    "$py" -m pip wheel -q --no-deps --no-build-isolation --no-cache-dir "$src" -w "$work/dist"
+# The venv's bin first: torch builds with ninja (parallel) only if it finds it on PATH.
+log=$work/build.log
+progress() {   # ninja's "[k/N] <compiler> ... -c <source> ..." lines -> "[k/N] <source>"
+    local line
+    while IFS= read -r line; do
+        if [[ $line =~ ^\[([0-9]+/[0-9]+)\]\ .*\ -c\ ([^ ]+) ]]; then
+            printf '[build_mmcv %5ds] %s %s\n' "$((SECONDS - start))" "${BASH_REMATCH[1]}" \
+                "${BASH_REMATCH[2]##*/}" >&2
+        fi
+    done
+}
+echo "build_mmcv: compiling mmcv $version ops ($([[ ${MMCV_CUDA:-0} == 1 ]] \
+    && echo "CUDA, arch ${TORCH_CUDA_ARCH_LIST:-default}" || echo CPU)); log: $log" >&2
+if ! env "${cuda_env[@]}" PATH="$(dirname "$py"):$PATH" MMCV_WITH_OPS=1 \
+        MAX_JOBS="${MAX_JOBS:-$(nproc)}" "$py" -m pip wheel -v --no-deps --no-build-isolation \
+        --no-cache-dir "$src" -w "$work/dist" 2>&1 | tee "$log" | progress; then
+    tail -n 60 "$log" >&2
+    echo "build_mmcv: the build failed (last lines above)" >&2
+    exit 1
+fi
 
 # A wheel without the compiled ops is exactly the failure this script exists to prevent.
 # (Checked in Python: `zipfile -l | grep -q` fails under pipefail when grep exits early.)

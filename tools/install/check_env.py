@@ -6,7 +6,9 @@ Run by tools/install/setup_env.sh after installing (and on every later run), or 
 * torch, torchvision, numpy and the mm* packages have the versions pinned in
   requirements/constraints.txt;
 * mmcv's compiled ops (``mmcv._ext``) load, and ``mmcv.ops.nms`` and ``RoIAlign`` run on tiny
-  CPU inputs with the expected results;
+  CPU inputs with the expected results; when torch sees a GPU, the same on CUDA tensors, and
+  ``MultiScaleDeformableAttention``'s CUDA kernel against mmcv's PyTorch version (the line
+  says which device the ops were checked on);
 * mmdet, mmseg, ``mmpretrain.models``, ``mmpretrain.datasets``, ``mmpretrain.evaluation``
   import, and ``import dat_mm`` registers ``DAT`` in the mmdet, mmseg and mmpretrain
   registries.
@@ -52,7 +54,7 @@ def check_versions():
                                f'{pins[dist]}: rerun tools/install/setup_env.sh')
 
 
-def check_mmcv_ops():
+def check_mmcv_ops(device='cpu'):
     import torch
     try:
         from mmcv.utils import ext_loader
@@ -64,17 +66,51 @@ def check_mmcv_ops():
             f'~/.cache/dat_mm/wheels) and rerun setup_env.sh. Cause: {err!r}') from err
     from mmcv.ops import RoIAlign, nms
 
-    boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 11., 11.], [20., 20., 30., 30.]])
-    scores = torch.tensor([0.9, 0.8, 0.7])
+    boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 11., 11.], [20., 20., 30., 30.]],
+                         device=device)
+    scores = torch.tensor([0.9, 0.8, 0.7], device=device)
     _, keep = nms(boxes, scores, iou_threshold=0.5)
     if keep.tolist() != [0, 2]:
-        raise RuntimeError(f'mmcv.ops.nms kept {keep.tolist()}, expected [0, 2]')
+        raise RuntimeError(f'mmcv.ops.nms on {device} kept {keep.tolist()}, expected [0, 2]')
     # value = x on a ramp image: RoIAlign of a box averages x over it -> its centre x.
-    image = torch.arange(8, dtype=torch.float32).repeat(8, 1)[None, None]
-    rois = torch.tensor([[0., 1., 1., 5., 5.]])
+    image = torch.arange(8, dtype=torch.float32, device=device).repeat(8, 1)[None, None]
+    rois = torch.tensor([[0., 1., 1., 5., 5.]], device=device)
     out = RoIAlign((1, 1), spatial_scale=1.0, sampling_ratio=2, aligned=False)(image, rois)
     if abs(out.item() - 3.0) > 1e-5:
-        raise RuntimeError(f'mmcv.ops.RoIAlign gave {out.item()}, expected 3.0')
+        raise RuntimeError(f'mmcv.ops.RoIAlign on {device} gave {out.item()}, expected 3.0')
+
+
+def check_mmcv_cuda_ops():
+    """nms and RoIAlign on CUDA tensors, and MultiScaleDeformableAttention's CUDA kernel
+    against mmcv's PyTorch version (what DINO / Mask2Former use on GPUs)."""
+    import torch
+    from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttnFunction,
+                                                  multi_scale_deformable_attn_pytorch)
+    try:
+        check_mmcv_ops('cuda')
+    except RuntimeError as err:
+        if 'not compiled with GPU support' in str(err) or 'CUDA' in str(err):
+            raise RuntimeError(
+                'mmcv was built without CUDA ops but this machine has a GPU: delete the '
+                'cached mmcv wheel and rerun setup_env.sh (DAT_MM_MMCV_CUDA unset or 1). '
+                f'Cause: {err}') from err
+        raise
+    g = torch.Generator(device='cpu').manual_seed(0)
+    shapes = torch.tensor([[6, 8], [3, 4]], dtype=torch.long)
+    starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
+    bs, heads, dim, queries, points = 2, 2, 8, 5, 3
+    value = torch.rand(bs, int((shapes[:, 0] * shapes[:, 1]).sum()), heads, dim, generator=g)
+    loc = torch.rand(bs, queries, heads, len(shapes), points, 2, generator=g)
+    weights = torch.rand(bs, queries, heads, len(shapes), points, generator=g)
+    weights = weights / weights.sum((-1, -2), keepdim=True)
+    expected = multi_scale_deformable_attn_pytorch(value.double(), shapes, loc.double(),
+                                                   weights.double()).float()
+    got = MultiScaleDeformableAttnFunction.apply(
+        value.cuda(), shapes.cuda(), starts.cuda(), loc.cuda(), weights.cuda(), 64).cpu()
+    err = (got - expected).abs().max().item()
+    if err > 1e-4:
+        raise RuntimeError(f'MultiScaleDeformableAttention on CUDA differs from the PyTorch '
+                           f'version by {err:.2e}')
 
 
 def check_imports():
@@ -91,8 +127,16 @@ def check_imports():
 
 
 def main():
-    checks = [('pinned versions', check_versions), ('mmcv ops', check_mmcv_ops),
-              ('mmdet/mmseg/mmpretrain imports + DAT registry', check_imports)]
+    import torch
+    checks = [('pinned versions', check_versions), ('mmcv ops on CPU', check_mmcv_ops)]
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        checks.append((f'mmcv ops on CUDA ({name}): nms, RoIAlign, '
+                       'MultiScaleDeformableAttention', check_mmcv_cuda_ops))
+    else:
+        print('[check_env] no GPU visible to torch: mmcv ops checked on the CPU only',
+              file=sys.stderr)
+    checks.append(('mmdet/mmseg/mmpretrain imports + DAT registry', check_imports))
     failed = False
     for name, check in checks:
         try:

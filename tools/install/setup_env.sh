@@ -11,7 +11,10 @@
 #   DAT_MM_PYTHON   interpreter used to create it (default: python3.11, else python3)
 #   DAT_MM_CACHE    cache outside the checkout for the built mmcv wheel
 #                   (default: ${XDG_CACHE_HOME:-~/.cache}/dat_mm)
-#   DAT_MM_MMCV_CUDA=1  build mmcv's CUDA ops too (needs nvcc; default: CPU ops only)
+#   DAT_MM_MMCV_CUDA    1: build mmcv's CUDA ops, 0: CPU ops only; unset: CUDA ops when the
+#                   machine has a usable NVIDIA GPU (tools/install/cuda_plan.py decides and
+#                   checks nvcc and the driver before anything is built)
+#   TORCH_CUDA_ARCH_LIST  GPU architectures of a CUDA build (default: the visible GPUs')
 #   DAT_MM_FORCE=1  ignore the stamp and redo every step (the installer skips what is there)
 #   DAT_MM_INSTALLER=pip  install with pip instead of uv (default: uv, itself installed into
 #                   the venv by pip; pip is used when uv cannot be installed)
@@ -53,8 +56,12 @@ fingerprint() {
     {
         cat "$root"/requirements/*.txt "$root/setup.py" "$root/pyproject.toml" \
             "$root"/tools/install/setup_env.sh "$root"/tools/install/build_mmcv.sh \
-            "$root"/tools/install/check_env.py 2>/dev/null || true
-        echo "venv=$venv cuda=${DAT_MM_MMCV_CUDA:-0}"
+            "$root"/tools/install/check_env.py "$root"/tools/install/cuda_plan.py \
+            2>/dev/null || true
+        echo "venv=$venv cuda=${DAT_MM_MMCV_CUDA:-auto} arch=${TORCH_CUDA_ARCH_LIST:-}"
+        # a GPU that appears or goes away changes the mmcv build
+        command -v nvidia-smi >/dev/null 2>&1 \
+            && nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null
         "$venv/bin/python" -c 'import sys; print(sys.version)' 2>/dev/null || true
     } | sha256sum | cut -d' ' -f1
 }
@@ -130,12 +137,18 @@ install -r "$root/requirements/build.txt" -r "$root/requirements/runtime.txt" to
 
 # --- mmcv with ops: cached wheel or a fresh build ----------------------------------------
 read -r torch_ver py_tag < <("$py" -c 'import sys, torch; print(torch.__version__, "cp%d%d" % sys.version_info[:2])')
-variant=cpu
-[[ ${DAT_MM_MMCV_CUDA:-0} == 1 ]] && variant=cuda
-wheel_dir=$cache/wheels/torch-${torch_ver}-${py_tag}-${variant}
+# CPU or CUDA ops, and for which GPUs: decided and checked (nvcc, driver) before any build
+plan=$("$py" "$root/tools/install/cuda_plan.py") \
+    || die "mmcv's ops cannot be built as this machine needs (see the message above)"
+variant=cpu arch='' tag=cpu
+while IFS='=' read -r key value; do
+    case $key in variant) variant=$value ;; arch) arch=$value ;; tag) tag=$value ;; esac
+done <<<"$plan"
+log "mmcv ops: $variant${arch:+ (arch $arch)}"
+wheel_dir=$cache/wheels/torch-${torch_ver}-${py_tag}-${tag}
 if ! compgen -G "$wheel_dir/mmcv-2.1.0-*.whl" >/dev/null; then
     log "no cached mmcv wheel in $wheel_dir: building mmcv 2.1.0 with ops (takes a while)"
-    MMCV_CUDA=$([[ $variant == cuda ]] && echo 1 || echo 0) \
+    MMCV_CUDA=$([[ $variant == cuda ]] && echo 1 || echo 0) TORCH_CUDA_ARCH_LIST=$arch \
         bash "$root/tools/install/build_mmcv.sh" "$wheel_dir" "$py" "$constraints" \
         || die "building mmcv failed (see the compiler output above)"
 else
