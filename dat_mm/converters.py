@@ -66,7 +66,7 @@ def _check_v1_buffer(key: str, kind: str, value: torch.Tensor) -> None:
     ok = n > 0 and window * window == n
     if ok and kind == 'relative_position_index':
         ok = value.shape == (n, n) and torch.equal(value.long().cpu(),
-                                                   relative_position_index(window))
+                                                   relative_position_index(window, device='cpu'))
     elif ok:
         ok = value.ndim == 3 and value.shape[1:] == (n, n) and bool(
             ((value == 0) | (value == -100)).all())

@@ -19,6 +19,11 @@ added run by run from a ``(heads, T*T, halo*halo)`` pattern broadcast over the r
 nothing of the size of the logits is built for the bias.
 
 An axis not longer than ``T + k - 1`` is one tile (the whole axis is the halo).
+
+Plans (index tables and bias patterns) are built on the host, explicitly, whatever the default
+device: they are small integer tables, and finding the distinct patterns compares them one by
+one (on a GPU each comparison would be a synchronisation). A map's plan is moved to the inputs'
+device once and cached per (shape, kernel, tile, device).
 """
 import functools
 from typing import List, Optional, Tuple, Union
@@ -36,6 +41,9 @@ import torch.nn.functional as F
 TILE_CANDIDATES = (2, 4, 6, 7, 8)
 TILE_OVERHEAD = 2000
 
+#: Where plans are computed (see the module docstring).
+_HOST = torch.device('cpu')
+
 
 class _AxisPlan:
     """Tiling of one axis: halo key indices per tile and the tiles' bias patterns."""
@@ -50,11 +58,11 @@ class _AxisPlan:
             n_tiles, tq, halo = -(-length // tile), tile, tile + ks - 1
         self.n_tiles, self.tq, self.halo = n_tiles, tq, halo
         self.padded = n_tiles * tq
-        t = torch.arange(n_tiles)
-        i = (t[:, None] * tq + torch.arange(tq)[None, :])                  # (nT, tq) queries
+        t = torch.arange(n_tiles, device=_HOST)
+        i = t[:, None] * tq + torch.arange(tq, device=_HOST)[None, :]      # (nT, tq) queries
         start = (i - ks // 2).clamp(0, length - ks)                          # window starts
         h0 = (t * tq - ks // 2).clamp(0, length - halo)                      # halo starts
-        keys = h0[:, None] + torch.arange(halo)[None, :]                     # (nT, halo)
+        keys = h0[:, None] + torch.arange(halo, device=_HOST)[None, :]       # (nT, halo)
         valid = (keys[:, None, :] >= start[:, :, None]) & \
                 (keys[:, None, :] < start[:, :, None] + ks)                  # (nT, tq, halo)
         rel = (keys[:, None, :] - i[:, :, None] + ks - 1).clamp(0, 2 * ks - 2)
@@ -89,8 +97,8 @@ class _MapPlan:
         py, px = axis_plan(H, ks, tile_y), axis_plan(W, ks, tile_x)
         self.py, self.px = py, px
         ny, nx, ty, tx = py.n_tiles, px.n_tiles, py.tq, px.tq
-        rows = torch.arange(py.padded).clamp(max=H - 1).view(ny, 1, ty, 1)
-        cols = torch.arange(px.padded).clamp(max=W - 1).view(1, nx, 1, tx)
+        rows = torch.arange(py.padded, device=_HOST).clamp(max=H - 1).view(ny, 1, ty, 1)
+        cols = torch.arange(px.padded, device=_HOST).clamp(max=W - 1).view(1, nx, 1, tx)
         # tile-ordered queries (padding clamped onto the last row/column: those outputs are
         # dropped and get zero gradient), tile-ordered halo keys, and for each map position
         # its slot in the tile order
@@ -98,7 +106,7 @@ class _MapPlan:
         hy = py.keys.view(ny, 1, py.halo, 1)
         hx = px.keys.view(1, nx, 1, px.halo)
         self.k_idx = (hy * W + hx).reshape(-1).to(device)
-        r, c = torch.arange(H), torch.arange(W)
+        r, c = torch.arange(H, device=_HOST), torch.arange(W, device=_HOST)
         slot = ((r // ty)[:, None] * nx + (c // tx)[None, :]) * (ty * tx) + \
             (r % ty)[:, None] * tx + (c % tx)[None, :]
         self.slot = slot.reshape(-1).to(device)

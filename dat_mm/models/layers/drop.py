@@ -45,9 +45,12 @@ class DropPath(nn.Module):
 
 
 def drop_path_schedule(rate: float, depths) -> list:
-    """Per-stage lists of drop-path rates rising linearly from 0 to ``rate`` over all blocks."""
+    """Per-stage lists of drop-path rates rising linearly from 0 to ``rate`` over all blocks.
+
+    Python floats, computed on the host whatever the default device (a model built under
+    ``with torch.device('meta')`` or ``'cuda'`` gets the same numbers)."""
     total = sum(depths)
-    rates = torch.linspace(0, rate, total).tolist() if total else []
+    rates = torch.linspace(0, rate, total, device='cpu').tolist() if total else []
     out, start = [], 0
     for d in depths:
         out.append(rates[start:start + d])

@@ -15,7 +15,7 @@ into the 384 model, windows 7 -> 12) is resized bicubically on ``load_state_dict
 authors fine-tune at 384 (:mod:`position_tables`).
 """
 import math
-from functools import lru_cache, partial
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -24,32 +24,37 @@ import torch.nn.functional as F
 from .position_tables import FLAT, resize_tables_on_load
 
 
-def relative_position_index(window: int) -> torch.Tensor:
-    """Swin's ``(w*w, w*w)`` index into the ``(2w-1)^2`` bias table."""
-    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window),
-                                        indexing='ij')).flatten(1)  # 2, w*w
+def relative_position_index(window: int, device=None) -> torch.Tensor:
+    """Swin's ``(w*w, w*w)`` index into the ``(2w-1)^2`` bias table.
+
+    On ``device``; ``None`` is the default device, so that the module's buffer, built with its
+    parameters, lands where they do (``with torch.device(...)`` construction included)."""
+    ar = torch.arange(window, device=device)
+    coords = torch.stack(torch.meshgrid(ar, ar, indexing='ij')).flatten(1)  # 2, w*w
     rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
     return rel[..., 0] * (2 * window - 1) + rel[..., 1]
 
 
-@lru_cache(maxsize=64)
-def _shift_mask(height: int, width: int, window: int, shift: int) -> torch.Tensor:
-    img = torch.zeros(height, width)
-    slices = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
-    cnt = 0
-    for hs in slices:
-        for ws in slices:
-            img[hs, ws] = cnt
-            cnt += 1
-    win = img.reshape(height // window, window, width // window, window)
-    win = win.permute(0, 2, 1, 3).reshape(-1, window * window)  # nW, w*w
-    mask = win[:, None, :] - win[:, :, None]
-    return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+def _region_ids(length: int, window: int, shift: int, device) -> torch.Tensor:
+    """Swin's region of each row (or column) of the padded, rolled map: 0 in ``[0, L - w)``,
+    1 in ``[L - w, L - shift)``, 2 in ``[L - shift, L)``."""
+    i = torch.arange(length, device=device)
+    return (i >= length - window).long() + (i >= length - shift).long()
 
 
 def shifted_window_mask(height: int, width: int, window: int, shift: int, device, dtype):
-    """Swin's ``(nW, w*w, w*w)`` mask for a (padded) ``height x width`` map."""
-    return _shift_mask(height, width, window, shift).to(device=device, dtype=dtype)
+    """Swin's ``(nW, w*w, w*w)`` mask for a (padded) ``height x width`` map: ``-100`` between
+    tokens of different regions of a window, 0 within one.
+
+    Built on ``device`` in ``dtype`` at each call (a few element-wise passes over the mask,
+    small next to the attention it is added to), so nothing is cached on the host or copied
+    to the device per call."""
+    regions = (_region_ids(height, window, shift, device)[:, None] * 3
+               + _region_ids(width, window, shift, device)[None, :])
+    win = regions.reshape(height // window, window, width // window, window)
+    win = win.permute(0, 2, 1, 3).reshape(-1, window * window)  # nW, w*w
+    differ = win[:, None, :] != win[:, :, None]
+    return torch.zeros(differ.shape, dtype=dtype, device=device).masked_fill_(differ, -100.0)
 
 
 class WindowAttention2d(nn.Module):
