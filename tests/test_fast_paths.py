@@ -15,6 +15,7 @@ exercised.
 """
 import pytest
 import torch
+import torch.utils.checkpoint
 import torch.nn.functional as F
 
 import dat_mm.ops.deformable_chunked as dmha_chunked_mod
@@ -207,6 +208,35 @@ def test_dmha_chunked_recompute_and_kept_backward_agree(monkeypatch, save_budget
     exp = _dmha_run(dmha_reference, inputs)
     got = _dmha_run(dmha_chunked, inputs, chunk=7)
     _assert_all_close(got, exp, 1e-12, DM_NAMES)
+
+
+@pytest.mark.parametrize('use_pe', [True, False])
+def test_dmha_chunked_kept_tensors_pass_saved_tensor_hooks(use_pe):
+    """The probabilities kept for the backward pass are saved tensors, so saved-tensor hooks
+    (what non-reentrant activation checkpointing uses to free them) see every byte of them;
+    and through a checkpointed call the gradients stay the reference's."""
+    B, nh, g, H, W, Hk, Wk, c = 2, 4, 2, 9, 7, 3, 4, 8
+    inputs = _dmha_inputs(B, nh, g, H, W, Hk, Wk, c, (5, 5), torch.float64, use_pe=use_pe)
+    q, k, v, pos, q_coords, rpe, scale = inputs
+    packed = []
+
+    def pack(t):
+        packed.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        dmha_chunked(q, k, v, pos, q_coords, rpe, scale, chunk=5)
+    M, Ns = H * W, Hk * Wk
+    probs = nh * B * M * Ns                                  # kept in chunks of 5 queries
+    grids = (g * B * M * Ns * 2) if use_pe else 0
+    inputs_and_out = sum(t.numel() for t in (q, k, v, pos, q_coords) + ((rpe,) if use_pe
+                                                                       else ())) + q.numel()
+    assert sum(packed) == inputs_and_out + probs + grids
+    exp = _dmha_run(dmha_reference, inputs)
+    got = _dmha_run(lambda *a, **kw: torch.utils.checkpoint.checkpoint(
+        dmha_chunked, *a, use_reentrant=False, **kw), inputs, chunk=5)
+    names = DM_NAMES if use_pe else DM_NAMES[:4]
+    _assert_all_close(got, exp, 1e-12, names)
 
 
 @pytest.mark.parametrize('version', [1, 2])

@@ -185,16 +185,20 @@ class _DMHAChunked(torch.autograd.Function):
                                                                 else 0))
             out, kept = _forward(plan, keep_probs=nbytes <= SAVE_PROBS_BYTES)
         ctx.plan_args = (scale, chunk)
-        ctx.kept = kept
         ctx.dtypes = (q.dtype, k.dtype, v.dtype, pos.dtype,
                       None if rpe_table is None else rpe_table.dtype)
-        ctx.save_for_backward(q, k, v, pos, q_coords, rpe_table, out)
+        # The kept probabilities and grids go through save_for_backward like every input, so
+        # saved-tensor hooks see them: activation checkpointing (with_cp) frees them, offloading
+        # hooks move them.
+        ctx.save_for_backward(q, k, v, pos, q_coords, rpe_table, out,
+                              *(t for pair in kept for t in pair))
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dout):
-        q, k, v, pos, q_coords, rpe_table, out = ctx.saved_tensors
+        q, k, v, pos, q_coords, rpe_table, out, *flat_kept = ctx.saved_tensors
+        kept = list(zip(flat_kept[0::2], flat_kept[1::2]))
         scale, chunk = ctx.plan_args
         need_q, need_k, need_v, need_pos, _, need_table = ctx.needs_input_grad[:6]
         with torch.autocast(q.device.type, enabled=False):
@@ -211,8 +215,8 @@ class _DMHAChunked(torch.autograd.Function):
                 dtable = torch.zeros_like(plan.table) if need_table else None
                 dgrid_sum = torch.zeros_like(plan.pos) if need_pos else None  # (g, B, Ns, 2)
             for i, (m0, m1) in enumerate(plan.chunks()):
-                if ctx.kept:
-                    p, grid = ctx.kept[i]
+                if kept:
+                    p, grid = kept[i]
                 else:
                     grid = plan.grid(m0, m1) if plan.use_bias else None
                     p = plan.probs(m0, m1, grid)
@@ -236,7 +240,7 @@ class _DMHAChunked(torch.autograd.Function):
                         dtable += d_tab
                     if need_pos:
                         dgrid_sum += d_grid.view(g, plan.B, Mc, plan.Ns, 2).sum(2)
-            ctx.kept = None
+            del kept, flat_kept
             dtypes = ctx.dtypes
             grads = [None] * 8
             if need_q:
