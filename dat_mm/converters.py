@@ -18,7 +18,7 @@ published                                               dat_mm
 =====================================================  ===================================
 
 The published LayerNorm wrappers add a ``.norm`` level (``*.norm.weight``) that dat_mm does
-not have. Every published key must match one of the leaf names of the spec's section 4 (so a
+not have. Every published key must match one of the published leaf names (docs/model.md) (so a
 misspelt or foreign key is reported under its published name, without needing a model). The
 v1 window-attention buffers ``stages.{i}.attns.{j}.relative_position_index`` and ``.attn_mask``
 are recomputed by dat_mm: they are checked (Swin's index table; a 0/-100 mask of square windows)

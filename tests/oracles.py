@@ -1,12 +1,12 @@
 """Test oracles written from the published models' specification, independently of ``dat_mm``.
 
-Nothing here imports ``dat_mm``'s layers: every mechanism is transcribed from the spec in the
+Nothing here imports ``dat_mm``'s layers: every mechanism is transcribed from docs/model.md in the
 plainest form (per-pixel loops, per-head loops, an explicit bilinear sampler instead of
 ``F.grid_sample``), so that a mistake in the implementation cannot be shared by its oracle.
 The modules under test only lend their *parameters* (read by attribute name, which is the
-published checkpoint layout of spec section 4).
+published checkpoint layout of docs/model.md, "Checkpoint layout").
 
-Conventions that the spec leaves implicit and that we take from the published checkpoints
+Conventions that docs/model.md leaves implicit and that we take from the published checkpoints
 (they must hold for the published weights to load and give the same numbers):
 
 * ``qkv = Linear(C, 3C)`` output channels are laid out ``(3, heads, head_dim)`` (q first),
@@ -15,7 +15,7 @@ Conventions that the spec leaves implicit and that we take from the published ch
   channels ``[j*C/g, (j+1)*C/g)``, hence heads ``[j*h/g, (j+1)*h/g)``.
 * ``GELU`` is the exact (erf) GELU of ``nn.GELU()``; ``LN`` has eps 1e-5.
 
-dat_mm's documented choice for the spec's size-1 edge case (DAT++ formulas dividing by
+dat_mm's documented choice for the size-1 edge case (docs/model.md) (DAT++ formulas dividing by
 ``n - 1``): an axis of length 1 gets the single coordinate 0, and a range-limited offset
 (``offset_range_factor >= 0``) on such an axis divides by 1 instead of 0.
 """
@@ -79,7 +79,7 @@ def bilinear_yx(img, pos_y, pos_x):
 
 # -- neighbourhood attention -----------------------------------------------------------------
 def na_loop(q, k, v, rpb, kernel_size):
-    """Brute-force NA: one query at a time (spec section 2, **N**).
+    """Brute-force NA: one query at a time (docs/model.md, neighbourhood attention).
 
     q, k, v: ``(B, heads, H, W, c)`` with ``q`` already scaled; rpb ``(heads, 2k-1, 2k-1)`` or
     None. Window start along an axis of length L: ``clamp(i - k//2, 0, L - k)``; bias index
@@ -143,7 +143,7 @@ def axis_coord(i, n, version, kind):
 
 def dmha_oracle(mod, x, *, stride, offset_kernel, offset_range_factor, version,
                 use_pe=True, return_positions=False, detach_pos_in=None):
-    """Deformable multi-head attention, spec section 2 **D** steps 1-8, with ``mod``'s
+    """Deformable multi-head attention, steps 1-8 of docs/model.md, with ``mod``'s
     parameters (``proj_{q,k,v,out}``, ``conv_offset.{0,1,3}``, ``rpe_table``).
 
     The structural settings are passed from the test (not read from ``mod``), so a module
@@ -320,7 +320,7 @@ def block_oracle(block, x, stage, version, na_kernel=7, window=7):
     """One DAT block in eval mode (drop-path is the identity):
     ``[x += DWConv3x3(x)]; x += Attn(LN(x)); x += MLP(LN(x))``.
 
-    ``stage`` is a plain dict written from the spec's tables: ``kind`` of this block
+    ``stage`` is a plain dict written from docs/model.md's tables: ``kind`` of this block
     ('N', 'D', 'L', 'S') and the deformable settings (``stride``, ``offset_kernel``,
     ``offset_range_factor``, ``use_pe``).
     """
@@ -351,7 +351,7 @@ def backbone_oracle(model, x, arch, out_indices=(0, 1, 2, 3), out_norm=True):
     """stem -> stage0 -> down0 -> ... -> stage3, LN on returned stage outputs.
 
     ``arch``: ``dict(version=, window=, stages=[dict(pattern='ND', depth=, stride=,
-    offset_kernel=, offset_range_factor=, use_pe=), ...])`` written from the spec.
+    offset_kernel=, offset_range_factor=, use_pe=), ...])`` written from docs/model.md.
     """
     version = arch['version']
     h = (overlapped_stem_oracle if version == 2 else patch_stem_oracle)(model.stem, x)

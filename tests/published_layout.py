@@ -1,13 +1,13 @@
-"""The authors' published key layout (spec section 4) and the inverse of dat_mm's conversion.
+"""The authors' published key layout (docs/model.md) and the inverse of dat_mm's conversion.
 
 Used by the tests to build published-format checkpoints from dat_mm models: every key produced
-is checked against the spec's list of published names.
+is checked against the list of published names (docs/model.md).
 """
 import re
 
 import torch
 
-# -- the spec's published key layout ---------------------------------------------------------
+# -- the published key layout (docs/model.md) ------------------------------------------------
 _WB = r'\.(weight|bias)$'
 # D blocks, down projections and the classifier's norm/head: the same in DAT++ and v1
 _SHARED = [
@@ -89,7 +89,7 @@ def _v1_buffers(depths, window=7, img_size=224):
 
 def published_state(state, version, dense=False, head=None):
     """dat_mm backbone state dict (no prefix) -> published names, each checked against the
-    spec's layout; ``head`` (an ``nn.Linear``) becomes ``cls_head``."""
+    published layout; ``head`` (an ``nn.Linear``) becomes ``cls_head``."""
     pub = {_published_key(k, version, dense): v.clone() for k, v in state.items()}
     assert len(pub) == len(state)
     if head is not None:
@@ -97,7 +97,7 @@ def published_state(state, version, dense=False, head=None):
         pub['cls_head.bias'] = head.bias.detach().clone()
     allowed = (PUBLISHED_V2 if version == 2 else PUBLISHED_V1) + ([DENSE_NORMS] if dense else [])
     bad = [k for k in pub if not any(re.match(p, k) for p in allowed)]
-    assert not bad, f'keys outside the published layout of spec section 4: {bad}'
+    assert not bad, f'keys outside the published layout (docs/model.md): {bad}'
     return pub
 
 

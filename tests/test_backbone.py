@@ -1,5 +1,5 @@
-"""The DAT backbone against the spec: presets (structure and parameter counts to the unit),
-the whole forward pass against a composition of the spec oracles, shapes at several input
+"""The DAT backbone against docs/model.md: presets (structure and parameter counts to the unit),
+the whole forward pass against a composition of tests/oracles.py, shapes at several input
 sizes, errors, with_cp, frozen_stages, state_dict round trips and the drop-path schedule.
 """
 import math
@@ -14,7 +14,7 @@ from dat_mm.models.layers import (ConvFFN, DeformableAttention2d, DropPath,
                                   NeighborhoodAttention2d, TokenMLP, WindowAttention2d)
 from oracles import backbone_oracle
 
-# -- the spec's section 3, written out ---------------------------------------------------------
+# -- the published models (docs/model.md), written out -----------------------------------------
 
 
 def _datpp(dims, heads, groups, dpr):
@@ -25,7 +25,7 @@ def _datpp(dims, heads, groups, dpr):
 
 def _v1(dims, depths, heads, groups, dpr, img_size=224, window=7):
     # offset kernels of v1 D blocks: the authors' per-stage ksizes (9, 7, 5, 3); v1 D blocks
-    # are in stages 2 and 3 only (not listed in the spec; the parameter counts pin them)
+    # are in stages 2 and 3 only (not listed in docs/model.md; the parameter counts pin them)
     return dict(version=1, img_size=img_size, window=window, dims=dims, heads=heads,
                 groups=(None, None) + groups, depths=depths,
                 patterns=('LS', 'LS', 'LD', 'LD'), strides=(None, None, 1, 1),
@@ -146,7 +146,7 @@ def test_preset_structure_follows_spec(arch):
         fmap //= 2
 
 
-# -- the whole forward pass against the spec oracles -----------------------------------------
+# -- the whole forward pass against the oracles (tests/oracles.py) ---------------------------
 def _compare_with_oracle(model, spec, x, dtype=torch.float64, **kw):
     """float64 where affordable (tight tolerance); float32 for the preset-sized models (float64
     grouped convolutions are very slow on CPU), with a tolerance far below the effect of any

@@ -1,11 +1,11 @@
-"""Published checkpoints -> dat_mm (spec section 4).
+"""Published checkpoints -> dat_mm (docs/model.md, "Checkpoint layout").
 
 A synthetic published-format checkpoint is built from one of our models by the *inverse*
-mapping, written here from the spec's key layout (``patch_proj``, ``layer_norms.{2j,2j+1}``,
+mapping, written here from docs/model.md's key layout (``patch_proj``, ``layer_norms.{2j,2j+1}``,
 ``local_perception_units``, ``attns``, ``mlps``, ``down_projs``, ``cls_norm``, ``cls_head``,
 the ``.norm`` level of the published LayerNorm wrappers, the v1 buffers, the ``backbone.``
 prefix and ``norms`` of the det/seg checkpoints). Every key it produces is checked against the
-spec's list of published names, so the model's parameters can hold the published weights;
+list of published names (docs/model.md), so the model's parameters can hold the published weights;
 then the checkpoint is converted and loaded strictly, and must give the original outputs.
 """
 import pytest
@@ -54,7 +54,7 @@ def _seeded(seed, fn):
 def test_published_classification_checkpoint_converts_and_loads_strictly(arch, version):
     src = _seeded(0, lambda: Classifier(arch)).eval()
     pub = to_published(src.backbone, version, head=src.head.fc)
-    if version == 2:  # the spec's shapes of the published N/D tensors
+    if version == 2:  # the shapes of the published N/D tensors
         assert pub['stages.0.attns.0.rpb'].shape == (2, 13, 13)
         assert pub['stages.0.attns.1.rpe_table'].shape == (2, 111, 111)
         assert pub['stages.3.attns.1.conv_offset.3.weight'].shape == (2, 64, 1, 1)
@@ -146,7 +146,7 @@ def test_renamed_leaf_key_is_an_error_naming_it(narrow_cls):
     pub['stages.0.attns.0.rbp'] = pub.pop('stages.0.attns.0.rpb')
     with pytest.raises(KeyError) as err:
         convert_published_checkpoint({'model': pub})
-    # Named as published, without needing a model: every leaf must be one of the spec's.
+    # Named as published, without needing a model: every leaf must be a published name.
     assert 'stages.0.attns.0.rbp' in str(err.value)
 
 

@@ -1,7 +1,7 @@
 """tools/model_converters/dat_official_to_mm.py on synthetic checkpoints in the published layout.
 
 The published checkpoints are not available offline, so each test builds one from our own
-model with the authors' key names (DAT_SPEC.md section 4, written here independently of
+model with the authors' key names (docs/model.md, "Checkpoint layout", written here independently of
 dat_mm/converters.py as the inverse mapping), converts it with the CLI and checks the result
 against the model it came from.
 """
@@ -33,7 +33,7 @@ def _load_tool():
 
 tool = _load_tool()
 
-# dat_mm backbone key -> published key (spec section 4); the LayerNorm wrappers of the
+# dat_mm backbone key -> published key (docs/model.md); the LayerNorm wrappers of the
 # published code add a `.norm` level, handled separately.
 _TO_PUBLISHED = [
     (r'^stem\.(.*)$', r'patch_proj.\1'),

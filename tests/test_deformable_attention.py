@@ -1,4 +1,4 @@
-"""Deformable multi-head attention (spec section 2, **D**) against a transcription of steps 1-8.
+"""Deformable multi-head attention (docs/model.md) against a transcription of its steps 1-8.
 
 The oracle (tests/oracles.py: ``dmha_oracle``) recomputes everything from the module's
 parameters with its own bilinear sampler (``align_corners=True`` semantics, zero padding),
@@ -114,7 +114,7 @@ def test_dmha_table_serves_any_input_size_unchanged():
 
 @pytest.mark.parametrize('version,factor', [(2, -1.0), (2, 2.0), (1, 2.0), (1, -1.0)])
 def test_dmha_sampling_positions_match_spec(version, factor):
-    """The module's sampling positions equal steps 2-4 of the spec."""
+    """The module's sampling positions equal steps 2-4 of docs/model.md."""
     m = _module(16, 4, 2, 2, 3, factor=factor, version=version, table=(9, 7))
     x = torch.randn(2, 16, 9, 7, dtype=DT)
     _, pos_oracle = dmha_oracle(m, x, stride=2, offset_kernel=3, offset_range_factor=factor,

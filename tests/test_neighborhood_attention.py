@@ -1,6 +1,6 @@
-"""Neighbourhood attention (spec section 2, **N**) against a brute-force per-pixel loop.
+"""Neighbourhood attention (docs/model.md) against a brute-force per-pixel loop.
 
-The oracle (tests/oracles.py: ``na_loop``, ``na_module_oracle``) is written from the spec:
+The oracle (tests/oracles.py: ``na_loop``, ``na_module_oracle``) follows docs/model.md:
 window start ``clamp(i - k//2, 0, L - k)``, bias ``rpb[head, ky - qy + k - 1, kx - qx + k - 1]``,
 softmax, weighted sum; maps smaller than k are zero-padded bottom/right *before* the qkv
 projection (pad tokens are real tokens whose qkv is the projection bias) and cropped back.

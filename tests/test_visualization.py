@@ -45,7 +45,7 @@ def _small_pp(**kw):
 
 
 def _spec_ref(n: int, version: int) -> torch.Tensor:
-    """Reference points of one axis, written from the spec (not from dat_mm's helper)."""
+    """Reference points of one axis, written from docs/model.md (not from dat_mm's helper)."""
     i = torch.arange(n, dtype=torch.float64)
     if version == 1:
         return (i + 0.5) / n * 2 - 1

@@ -56,7 +56,7 @@ GRID_SAMPLE_FLOPS_PER_OUTPUT = {0: 4, 1: 1, 2: 16}  # aten mode ids: bilinear, n
 CATEGORIES = ('conv', 'linear', 'attn_matmul', 'softmax', 'grid_sample')
 
 # Published ImageNet-1k FLOPs (G, MACs) of the classifiers, by (arch preset, input side).
-# DAT++: arXiv 2309.01430, Table of ImageNet results (also in DAT_SPEC.md section 3).
+# DAT++: arXiv 2309.01430, Table of ImageNet results (also in docs/model.md).
 # DAT v1: CVPR 2022 paper, Table 2. The authors' READMEs list no FLOPs.
 PAPER_GFLOPS = {
     ('tiny++', 224): 4.3, ('small++', 224): 9.4, ('base++', 224): 16.6, ('base++', 384): 49.7,

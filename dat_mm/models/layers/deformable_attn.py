@@ -1,6 +1,6 @@
 """Deformable multi-head attention (DMHA) with the deformable relative position bias.
 
-Per layer (heads ``h``, head dim ``c = C/h``, offset groups ``g``), from the spec:
+Per layer (heads ``h``, head dim ``c = C/h``, offset groups ``g``), as docs/model.md describes it:
 
 1. ``q = proj_q(x)`` viewed per group as ``(B*g, C/g, H, W)``;
 2. offsets ``conv_offset(q)``: DWConv(ks, stride s) -> LN -> GELU -> 1x1 conv to 2 channels
