@@ -1,7 +1,8 @@
 """Every config under configs/ loads and builds its model offline; the detection and
-segmentation configs state the published DAT++ recipes (DAT_SPEC.md section 3, the authors'
-DAT-Detection / DAT-Segmentation configs); the paramwise rules select exactly the parameters
-the authors excluded from weight decay; tools/train.py adapts GPU recipes to CPU as documented.
+segmentation configs state the published DAT++ recipes (the authors' DAT-Detection /
+DAT-Segmentation configs, docs/recipes.md); the paramwise rules select exactly the parameters
+the authors excluded from weight decay; a published RetinaNet checkpoint loads strictly; the
+UperNet schedule is mmcv's; tools/train.py adapts GPU recipes to CPU as documented.
 """
 import importlib
 from pathlib import Path
@@ -127,13 +128,15 @@ def test_detection_recipe_is_the_published_one(name):
     assert cfg.model.type == detector
     bb = cfg.model.backbone
     assert (bb.type, bb.arch, bb.drop_path_rate, bb.with_cp) == ('DAT', arch, drop_path, True)
-    # optimiser: AdamW, wd 0.05, no decay on norms and position tables
+    # optimiser: AdamW, wd 0.05, no decay on norm layers and the authors' custom_keys, which
+    # do not list the neighbourhood attention's `rpb` (decayed in every published recipe)
     ow = cfg.optim_wrapper
     assert ow.type == ('AmpOptimWrapper' if fp16 else 'OptimWrapper')
+    assert ow.get('loss_scale') == ('dynamic' if fp16 else None)
     assert ow.optimizer == dict(type='AdamW', lr=lr, betas=(0.9, 0.999), weight_decay=0.05)
     assert ow.paramwise_cfg.norm_decay_mult == 0.0
-    for key in ('rpe_table', 'rpb', 'relative_position_bias_table', 'norm'):
-        assert ow.paramwise_cfg.custom_keys[key] == dict(decay_mult=0.0)
+    assert ow.paramwise_cfg.custom_keys == {
+        key: dict(decay_mult=0.0) for key in ('rpe_table', 'relative_position_bias_table', 'norm')}
     # total batch 64 (2 x 32 GPUs; B++ 1 x 64) recorded for --auto-scale-lr
     assert cfg.auto_scale_lr == dict(enable=False, base_batch_size=64)
     assert cfg.train_dataloader.batch_size == per_gpu
@@ -172,27 +175,30 @@ def test_detection_recipe_is_the_published_one(name):
         assert [h.bbox_coder.target_stds for h in heads] == [
             [0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1], [0.033, 0.033, 0.067, 0.067]]
     if detector == 'RetinaNet':
-        # C3..C5 into FPN, P6/P7 from C5: the published RetinaNet neck; all four stages
-        # returned as published (the C2 output is unused: DDP must know)
-        assert bb.out_indices == (0, 1, 2, 3)
-        assert (neck.start_level, neck.add_extra_convs, neck.num_outs) == (1, 'on_input', 5)
-        assert cfg.find_unused_parameters is True
+        # C3..C5 into FPN, P6/P7 from C5: the published RetinaNet neck. The authors' backbone
+        # has out_indices=(1, 2, 3) (no stage-0 output norm); here it returns exactly those
+        # stages, so every parameter is used
+        assert bb.out_indices == (1, 2, 3)
+        assert list(neck.in_channels) == DIMS[arch][1:]
+        assert (neck.start_level, neck.add_extra_convs, neck.num_outs) == (0, 'on_input', 5)
+        assert not cfg.get('find_unused_parameters', False)
 
 
-# file: (decode head, arch, drop_path)
+# file: (decode head, arch, drop_path, fp16). UperNet T++ / S++ used the Fp16OptimizerHook,
+# B++ fp32 (upn_base_160k_dp07_lr6.py: fp16=None, plain OptimizerHook); Semantic FPN fp32.
 SEG = {
-    'upernet_dat_t_pp.py': ('UPerHead', 'tiny++', 0.3),
-    'upernet_dat_s_pp.py': ('UPerHead', 'small++', 0.5),
-    'upernet_dat_b_pp.py': ('UPerHead', 'base++', 0.7),
-    'fpn_dat_t_pp.py': ('FPNHead', 'tiny++', 0.4),
-    'fpn_dat_s_pp.py': ('FPNHead', 'small++', 0.4),
-    'fpn_dat_b_pp.py': ('FPNHead', 'base++', 0.7),
+    'upernet_dat_t_pp.py': ('UPerHead', 'tiny++', 0.3, True),
+    'upernet_dat_s_pp.py': ('UPerHead', 'small++', 0.5, True),
+    'upernet_dat_b_pp.py': ('UPerHead', 'base++', 0.7, False),
+    'fpn_dat_t_pp.py': ('FPNHead', 'tiny++', 0.4, False),
+    'fpn_dat_s_pp.py': ('FPNHead', 'small++', 0.4, False),
+    'fpn_dat_b_pp.py': ('FPNHead', 'base++', 0.7, False),
 }
 
 
 @pytest.mark.parametrize('name', sorted(SEG))
 def test_segmentation_recipe_is_the_published_one(name):
-    head, arch, drop_path = SEG[name]
+    head, arch, drop_path, fp16 = SEG[name]
     cfg = Config.fromfile(str(ROOT / 'configs' / 'mmseg' / name))
     bb = cfg.model.backbone
     upernet = head == 'UPerHead'
@@ -208,22 +214,23 @@ def test_segmentation_recipe_is_the_published_one(name):
                 if t.type == 'LoadAnnotations').reduce_zero_label is True
     assert (cfg.val_evaluator.type, cfg.val_evaluator.iou_metrics) == ('IoUMetric', ['mIoU'])
     ow = cfg.optim_wrapper
+    assert ow.type == ('AmpOptimWrapper' if fp16 else 'OptimWrapper')
+    assert ow.get('loss_scale') == ('dynamic' if fp16 else None)
     if upernet:
-        # AdamW 6e-5, wd 0.01, 1500-iter warm-up + poly(1.0), 160k, 2 x 8 GPUs, fp16
-        assert ow.type == 'AmpOptimWrapper'
+        # AdamW 6e-5, wd 0.01, poly(1.0) over all 160k iterations times a 1500-iteration
+        # linear warm-up (mmcv's warm-up on the regular schedule), 2 x 8 GPUs
         assert ow.optimizer == dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999),
                                     weight_decay=0.01)
         warmup, poly = cfg.param_scheduler
-        assert (warmup.type, warmup.start_factor, warmup.end, warmup.by_epoch) == (
-            'LinearLR', 1e-6, 1500, False)
-        assert (poly.type, poly.power, poly.eta_min, poly.begin, poly.end) == (
-            'PolyLR', 1.0, 0.0, 1500, 160000)
+        assert (warmup.type, warmup.start_factor, warmup.begin, warmup.end,
+                warmup.by_epoch) == ('LinearLR', 1e-6, 0, 1500, False)
+        assert (poly.type, poly.power, poly.eta_min, poly.begin, poly.end, poly.by_epoch) == (
+            'PolyLR', 1.0, 0.0, 0, 160000, False)
         assert cfg.train_cfg.max_iters == 160000
         assert (cfg.train_dataloader.batch_size, cfg.auto_scale_lr.base_batch_size) == (2, 16)
         assert cfg.model.auxiliary_head.type == 'FCNHead'
     else:
         # the "80k" Semantic FPN schedule as published: 40k iterations at 4 x 8 GPUs
-        assert ow.type == 'OptimWrapper'
         assert ow.optimizer == dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999),
                                     weight_decay=1e-4)
         (poly,) = cfg.param_scheduler
@@ -231,10 +238,21 @@ def test_segmentation_recipe_is_the_published_one(name):
         assert cfg.train_cfg.max_iters == 40000
         assert (cfg.train_dataloader.batch_size, cfg.auto_scale_lr.base_batch_size) == (4, 32)
     assert cfg.auto_scale_lr.enable is False
+    # the authors' segmentation custom_keys (their 'absolute_pos_embed' matches nothing in
+    # DAT); no norm_decay_mult, and no `rpb`: it is decayed as published
+    assert 'norm_decay_mult' not in ow.paramwise_cfg
+    keys = ow.paramwise_cfg.custom_keys
+    assert 'rpb' not in keys
+    assert all(v == dict(decay_mult=0.0) for v in keys.values())
+    assert {'rpe_table', 'relative_position_bias_table', 'norm'} <= set(keys)
 
 
 # ---- weight decay rules -----------------------------------------------------------------
-NO_DECAY_TABLES = ('rpe_table', 'rpb', 'relative_position_bias_table')
+# The authors' det/seg configs: AdamW with paramwise_cfg custom_keys (mmcv 1.x, matched as
+# substrings of the full parameter name) and, for detection, norm_decay_mult=0.
+AUTHORS_KEYS = ('absolute_pos_embed', 'relative_position_bias_table', 'rpe_table', 'norm')
+NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm,
+               nn.GroupNorm, nn.LayerNorm)
 
 
 def _decays(cfg):
@@ -251,42 +269,167 @@ def _decays(cfg):
     return model, decay_of
 
 
-def _norm_params(module, kinds):
-    return {id(p) for m in module.modules() if isinstance(m, kinds)
-            for p in m.parameters(recurse=False)}
+def _published_name(name, version):
+    """A det/seg model's parameter name as in the authors' mmdet 2 / mmseg 0.x model."""
+    from published_layout import _published_key
+    if name.startswith('backbone.'):
+        return 'backbone.' + _published_key(name[len('backbone.'):], version, dense=True)
+    return name  # necks and heads keep their names (dat_mm.converters.DENSE_HEAD_PREFIXES)
 
 
 @pytest.mark.parametrize('config,arch', [('mmdet/mask_rcnn_dat_t_pp_1x.py', 'tiny++'),
+                                         ('mmdet/cascade_dat_t_pp_1x.py', 'tiny++'),
+                                         ('mmdet/retinanet_dat_t_pp_1x.py', 'tiny++'),
                                          ('mmseg/upernet_dat_t_pp.py', 'tiny++'),
+                                         ('mmseg/fpn_dat_t_pp.py', 'tiny++'),
                                          ('mmseg/upernet_dat_t_pp.py', 'tiny')])
-def test_no_weight_decay_on_norms_and_position_tables(config, arch):
+def test_weight_decay_follows_the_authors_dense_rule(config, arch):
+    """Exactly the parameters the authors' optimiser constructor exempted get no weight decay:
+    their custom_keys applied to the published parameter names, plus (detection) every norm
+    layer; everything else, the neighbourhood attention's `rpb` included, is decayed."""
     cfg = Config.fromfile(str(ROOT / 'configs' / config))
     cfg.model.backbone.arch = arch
     cfg.model.backbone.init_cfg = None
+    dims = [96, 192, 384, 768] if arch == 'tiny' else DIMS[arch]
+    dims = [dims[i] for i in cfg.model.backbone.out_indices]
     if 'neck' in cfg.model:
-        cfg.model.neck.in_channels = [96, 192, 384, 768] if arch == 'tiny' else DIMS[arch]
+        cfg.model.neck.in_channels = dims
     else:
-        dims = [96, 192, 384, 768] if arch == 'tiny' else DIMS[arch]
         cfg.model.decode_head.in_channels = dims
         cfg.model.auxiliary_head.in_channels = dims[2]
     model, decay_of = _decays(cfg)
     wd = cfg.optim_wrapper.optimizer.weight_decay
-    backbone_ln = _norm_params(model.backbone, nn.LayerNorm)
-    head_bn = _norm_params(model, (nn.BatchNorm2d, nn.SyncBatchNorm)) - backbone_ln
-    tables = {id(p) for n, p in model.named_parameters()
-              if n.rsplit('.', 1)[-1] in NO_DECAY_TABLES}
-    assert tables and backbone_ln
-    no_decay = {i for i, d in decay_of.items() if d == 0}
-    assert {i for i, d in decay_of.items()} == {id(p) for p in model.parameters()}
-    if cfg.default_scope == 'mmdet':   # norm_decay_mult=0: every norm layer, heads included
-        assert no_decay == backbone_ln | tables | head_bn
-    else:                              # the authors' segmentation rule: backbone norms only
+    version = 1 if arch == 'tiny' else 2
+    detection = cfg.default_scope == 'mmdet'
+    modules = dict(model.named_modules())
+    checked = set()
+    for name, p in model.named_parameters():
+        published = _published_name(name, version)
+        in_norm_layer = isinstance(modules[name.rsplit('.', 1)[0]], NORM_LAYERS)
+        exempt = (any(key in published for key in AUTHORS_KEYS)
+                  or (detection and in_norm_layer))
+        assert decay_of[id(p)] == (0.0 if exempt else pytest.approx(wd)), (name, published)
+        checked.add(id(p))
+    assert checked == set(decay_of)
+    names = [n for n, _ in model.named_parameters()]
+    if version == 2:
+        rpb = [p for n, p in model.named_parameters() if n.endswith('.rpb')]
+        assert rpb and all(decay_of[id(p)] == pytest.approx(wd) for p in rpb)
+        assert any(n.endswith('.rpe_table') for n in names)
+    else:
+        assert any(n.endswith('.relative_position_bias_table') for n in names)
+    # the heads' BN: no decay in detection (norm_decay_mult=0), decayed in segmentation
+    # (the authors' 'norm' key does not match ConvModule's 'bn')
+    head_bn = [p for n, m in model.named_modules() if not n.startswith('backbone')
+               and isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()]
+    if 'cascade' in config or cfg.default_scope == 'mmseg':
         assert head_bn
-        assert no_decay == backbone_ln | tables
-    assert all(d == pytest.approx(wd) for i, d in decay_of.items() if i not in no_decay)
+    assert all(decay_of[id(p)] == (0.0 if detection else pytest.approx(wd)) for p in head_bn)
 
 
-# ---- tools/train.py (dat_mm.apis) on a machine without a GPU ---------------------------------------------
+def test_dense_decay_keys_match_only_what_they_name():
+    """mmengine matches custom_keys as substrings of the parameter name: in DAT++ and v1, the
+    table keys match only those tables and 'norm' only LayerNorm parameters."""
+    for arch in ('tiny++', 'tiny'):
+        model = DAT(arch=arch, out_indices=(0, 1, 2, 3))
+        modules = dict(model.named_modules())
+        for name, _ in model.named_parameters():
+            leaf = name.rsplit('.', 1)[-1]
+            for key in ('rpe_table', 'relative_position_bias_table'):
+                assert (key in name) == (leaf == key), name
+            if 'norm' in name:
+                assert isinstance(modules[name.rsplit('.', 1)[0]], nn.LayerNorm), name
+
+
+# ---- the published RetinaNet checkpoints -------------------------------------------------
+def test_published_retinanet_checkpoint_loads_strictly():
+    """The authors' RetinaNet backbone has out_indices=(1, 2, 3): norms 1-3 only, no
+    `backbone.norms.0`; their FPN takes four inputs from start_level=1. A state dict in that
+    layout converts and fits the config's model exactly, and the config's FPN (three inputs,
+    start_level=0) computes what theirs computes with the same weights."""
+    from mmdet.registry import MODELS
+
+    from dat_mm.converters import convert_published_checkpoint, state_dict_problems
+    from published_layout import published_state
+    cfg = Config.fromfile(str(ROOT / 'configs/mmdet/retinanet_dat_t_pp_1x.py'))
+    cfg.model.backbone.init_cfg = None
+    model = build_model(cfg)
+    own = model.state_dict()
+    assert not any(k.startswith('backbone.norms.0.') for k in own)
+
+    # their neck, as built from retinanet_dat_fpn.py + rtn_tiny_1x_4n_dp00_lr2.py
+    theirs = MODELS.build(dict(type='FPN', in_channels=[64, 128, 256, 512], out_channels=256,
+                               start_level=1, add_extra_convs='on_input', num_outs=5))
+    torch.manual_seed(1)
+    for p in theirs.parameters():
+        p.data.normal_()
+    backbone = {k[len('backbone.'):]: v for k, v in own.items() if k.startswith('backbone.')}
+    published = {'backbone.' + k: v for k, v in published_state(backbone, 2, dense=True).items()}
+    assert {k for k in published if '.norms.' in k} == {
+        f'backbone.norms.{i}.norm.{w}' for i in (1, 2, 3) for w in ('weight', 'bias')}
+    published.update(('neck.' + k, v) for k, v in theirs.state_dict().items())
+    published.update((k, v) for k, v in own.items() if k.startswith('bbox_head.'))
+
+    converted = convert_published_checkpoint({'state_dict': published})
+    assert state_dict_problems(own, converted) == []
+    model.load_state_dict(converted, strict=True)
+
+    feats = [torch.randn(1, c, 64 // 2 ** i, 64 // 2 ** i)
+             for i, c in enumerate([64, 128, 256, 512])]
+    with torch.no_grad():
+        expected = theirs(feats)
+        got = model.neck(feats[1:])
+    assert len(got) == len(expected) == 5
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_retinanet_trains_every_parameter():
+    """With the backbone returning stages 1-3 only, one training loss reaches every parameter,
+    so DDP needs no find_unused_parameters."""
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    cfg = Config.fromfile(str(ROOT / 'configs/mmdet/retinanet_dat_t_pp_1x.py'))
+    cfg.model.backbone.init_cfg = None
+    model = build_model(cfg).train()
+    sample = DetDataSample(metainfo=dict(img_shape=(128, 160), pad_shape=(128, 160),
+                                         batch_input_shape=(128, 160),
+                                         scale_factor=(1.0, 1.0)))
+    sample.gt_instances = InstanceData(bboxes=torch.tensor([[10.0, 10.0, 60.0, 70.0]]),
+                                       labels=torch.tensor([3]))
+    losses = model.loss(torch.randn(1, 3, 128, 160), [sample])
+    sum(sum(v) if isinstance(v, list) else v for v in losses.values()).backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+
+
+# ---- schedules: mmcv's warm-up on the regular schedule ------------------------------------
+def test_upernet_schedule_equals_mmcvs_poly_with_warmup():
+    """The authors' lr_config (poly, power 1, min_lr 0, linear warm-up 1500 iterations from
+    ratio 1e-6) in mmcv multiplies the poly lr by the warm-up factor; the config's overlapping
+    LinearLR + PolyLR give the same lr from iteration 1500 on (to 1e-6, the rounding of the
+    chained factors). During the warm-up mmengine's ramp is one step shorter (it reaches the
+    full lr at iteration 1499): relative difference <= 1 / 1499."""
+    from mmengine.registry import PARAM_SCHEDULERS
+    cfg = Config.fromfile(str(ROOT / 'configs/mmseg/upernet_dat_b_pp.py'))
+    base = cfg.optim_wrapper.optimizer.lr
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=base)
+    schedulers = [PARAM_SCHEDULERS.build(dict(s, optimizer=optimizer))
+                  for s in cfg.param_scheduler]
+    for it in range(3001):
+        expected = base * (1 - it / 160000)
+        if it < 1500:
+            expected *= 1 - (1 - it / 1500) * (1 - 1e-6)
+        got = optimizer.param_groups[0]['lr']
+        assert got == pytest.approx(expected, rel=1 / 1499 + 1e-9), it
+        if it >= 1500:
+            assert got == pytest.approx(expected, rel=1e-6), it
+        optimizer.step()
+        for scheduler in schedulers:
+            scheduler.step()
+
+
+# ---- tools/train.py (dat_mm.apis) on a machine without a GPU ---------------------------------
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU adaptation')
 def test_cpu_adaptation_of_gpu_recipes():
     from dat_mm import apis as tool

@@ -1,5 +1,7 @@
 # DAT-B (v1, CVPR 2022) fine-tuned on ImageNet-1k at 384 (84.8 top-1, 88.2M params, 49.8G
-# FLOPs). The 'base-384' preset has 12 x 12 windows and tables built for 384.
+# FLOPs). Reproduces the authors' configs/dat_base_384.yaml at tag CVPR2022 (LeapLabTHU/DAT,
+# with that tag's config.py defaults and train.sh's --amp). Deviations from it: none in the
+# settings. The 'base-384' preset has 12 x 12 windows and tables built for 384.
 _base_ = [
     './_base_/models/dat_classifier.py', './_base_/datasets/imagenet_dat_384.py',
     './_base_/schedules/dat_in1k_384_30e.py'
@@ -32,11 +34,12 @@ test_pipeline = [
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-# v1 384 yaml: lr 2e-6 and min lr 1e-7 at 24 per GPU x 8 GPUs, both scaled by 192 / 512.
+# v1 384 yaml: lr 2e-6 and MIN_LR 1e-7 at 24 per GPU x 8 GPUs, both scaled by 192 / 512;
+# no warm-up, weight decay 1e-8.
 train_dataloader = dict(batch_size=24)
 optim_wrapper = dict(optimizer=dict(lr=2e-6 * 192 / 512, weight_decay=1e-8))
 param_scheduler = [
-    dict(type='CosineAnnealingLR', eta_min_ratio=0.05, by_epoch=True, begin=0, end=30,
+    dict(type='CosineAnnealingLR', eta_min_ratio=1e-7 / 2e-6, by_epoch=True, begin=0, end=30,
          convert_to_iter_based=True),
 ]
 auto_scale_lr = dict(base_batch_size=192)

@@ -1,4 +1,6 @@
 # DAT-B++ fine-tuned on ImageNet-1k at 384 (85.9 top-1, 93.7M params, 49.7G FLOPs).
+# Reproduces the authors' configs/dat_base_384.yaml (LeapLabTHU/DAT, with their config.py
+# defaults and train.sh's --amp). Deviations from it: none in the settings.
 # The rpe tables stay those of the 224 model (they are sampled in normalised coordinates).
 _base_ = [
     './_base_/models/dat_classifier.py', './_base_/datasets/imagenet_dat_384.py',

@@ -1,4 +1,8 @@
 # DAT-S (v1, CVPR 2022) on ImageNet-1k at 224 (83.7 top-1, 49.7M params, 9.0G FLOPs).
+# Reproduces the authors' configs/dat_small.yaml at tag CVPR2022 (LeapLabTHU/DAT, with that
+# tag's config.py defaults and train.sh's --amp).
+# Deviations from it: none in the settings; the schedule base says how the warm-up is
+# expressed (the ramp is scaled by the cosine: up to 1% lower lr near its end).
 _base_ = [
     './_base_/models/dat_classifier.py', './_base_/datasets/imagenet_dat_224.py',
     './_base_/schedules/dat_in1k_300e.py'

@@ -1,4 +1,8 @@
 # DAT-T++ on ImageNet-1k at 224 (83.9 top-1, 24.0M params, 4.3G FLOPs).
+# Reproduces the authors' configs/dat_tiny.yaml (LeapLabTHU/DAT, with their config.py
+# defaults and train.sh's --amp).
+# Deviations from it: none in the settings; the schedule base says how the warm-up is
+# expressed (the ramp is scaled by the cosine: up to 1% lower lr near its end).
 _base_ = [
     './_base_/models/dat_classifier.py', './_base_/datasets/imagenet_dat_224.py',
     './_base_/schedules/dat_in1k_300e.py'

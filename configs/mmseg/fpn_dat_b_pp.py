@@ -1,7 +1,11 @@
 # Semantic FPN + DAT-B++, ADE20K 512x512, the "80k" schedule (40k iterations at
-# batch 32, as published). Published: 50.4 mIoU single-scale / 51.1 multi-scale on ADE20K val
-# (authors' fpn_base_80k_dp07_lr2.py).
-# Recipe: AdamW lr 2e-4 wd 1e-4, poly, 4 images x 8 GPUs, fp32, drop_path 0.7.
+# batch 32, as published).
+# Reproduces the authors' configs/dat/fpn_base_80k_dp07_lr2.py (LeapLabTHU/DAT-Segmentation):
+# 50.4 mIoU single-scale / 51.1 multi-scale on ADE20K val.
+# Recipe: AdamW lr 2e-4 wd 1e-4, poly(0.9), 4 images x 8 GPUs, fp32, drop_path 0.7.
+# Deviations from it: none in training. The multi-scale number is their --aug-test
+# (6 scales + flip), which these configs do not define: tools/test.py gives the
+# single-scale one.
 _base_ = ['./_base_/fpn_dat.py', 'mmseg::_base_/datasets/ade20k.py',
           './_base_/schedule_fpn_80k.py']
 

@@ -1,8 +1,11 @@
 # UperNet + DAT-B++, ADE20K 512x512, 160k iterations.
-# Published: 51.0 mIoU single-scale / 51.5 multi-scale on ADE20K val (authors'
-# upn_base_160k_dp07_lr6.py).
-# Recipe: AdamW lr 6e-5 wd 0.01, 1500-iter warm-up + poly, 2 images x 8 GPUs, fp16,
-# drop_path 0.7, activation checkpointing.
+# Reproduces the authors' configs/dat/upn_base_160k_dp07_lr6.py (LeapLabTHU/DAT-Segmentation):
+# 51.0 mIoU single-scale / 51.5 multi-scale on ADE20K val.
+# Recipe: AdamW lr 6e-5 wd 0.01, 1500-iter warm-up on poly(1.0), 2 images x 8 GPUs, drop_path 0.7,
+# activation checkpointing, fp32 (its fp16=None and plain OptimizerHook = OptimWrapper).
+# Deviations from it: none in training. The multi-scale number is their --aug-test
+# (6 scales + flip), which these configs do not define: tools/test.py gives the
+# single-scale one.
 _base_ = ['./_base_/upernet_dat.py', 'mmseg::_base_/datasets/ade20k.py',
           './_base_/schedule_upernet_160k.py']
 

@@ -1,8 +1,11 @@
 # UperNet + DAT-T++, ADE20K 512x512, 160k iterations.
-# Published: 49.4 mIoU single-scale / 50.3 multi-scale on ADE20K val (authors'
-# upn_tiny_160k_dp03_lr6.py).
-# Recipe: AdamW lr 6e-5 wd 0.01, 1500-iter warm-up + poly, 2 images x 8 GPUs, fp16,
-# drop_path 0.3, activation checkpointing.
+# Reproduces the authors' configs/dat/upn_tiny_160k_dp03_lr6.py (LeapLabTHU/DAT-Segmentation):
+# 49.4 mIoU single-scale / 50.3 multi-scale on ADE20K val.
+# Recipe: AdamW lr 6e-5 wd 0.01, 1500-iter warm-up on poly(1.0), 2 images x 8 GPUs, drop_path 0.3,
+# activation checkpointing, fp16 (its Fp16OptimizerHook with dynamic loss scale = AmpOptimWrapper).
+# Deviations from it: none in training. The multi-scale number is their --aug-test
+# (6 scales + flip), which these configs do not define: tools/test.py gives the
+# single-scale one.
 _base_ = ['./_base_/upernet_dat.py', 'mmseg::_base_/datasets/ade20k.py',
           './_base_/schedule_upernet_160k.py']
 
@@ -17,3 +20,4 @@ model = dict(
     decode_head=dict(in_channels=[64, 128, 256, 512]),
     auxiliary_head=dict(in_channels=256))
 train_dataloader = dict(batch_size=2)
+optim_wrapper = dict(type='AmpOptimWrapper', loss_scale='dynamic')

@@ -12,6 +12,8 @@ test_pipeline = [
     dict(type='PackInputs'),
 ]
 
-train_dataloader = dict(batch_size=128)  # per GPU, as in the authors' yaml
+# 128 per GPU, as in the authors' yaml; their training loader drops the last incomplete batch
+# (data/build.py: drop_last=True), so every iteration has the full batch.
+train_dataloader = dict(batch_size=128, drop_last=True)
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader

@@ -36,6 +36,7 @@ test_pipeline = [
     dict(type='PackInputs'),
 ]
 
-train_dataloader = dict(batch_size=24, dataset=dict(pipeline=train_pipeline))  # per GPU
+# 24 per GPU; the last incomplete batch is dropped, as in the authors' loader (drop_last=True).
+train_dataloader = dict(batch_size=24, drop_last=True, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(batch_size=24, dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader

@@ -19,7 +19,7 @@ model = dict(
         type='LinearClsHead',
         num_classes=1000,
         in_channels=512,  # C3 of the arch, set by each config
-        # The authors keep PyTorch's default init for every conv / linear (see DAT_SPEC.md);
+        # The authors keep PyTorch's default init for every conv / linear (docs/model.md);
         # no mmpretrain re-initialisation of the head either.
         init_cfg=None,
         # timm's Mixup(label_smoothing=0.1) + SoftTargetCrossEntropy in the authors' code:

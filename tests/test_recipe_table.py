@@ -1,0 +1,72 @@
+"""tools/analysis/recipe_table.py: the recipe table in docs/recipes.md is the script's output
+for the current configs (so it cannot go stale), and the script reads the configs right."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def tool():
+    spec = importlib.util.spec_from_file_location(
+        'dat_mm_recipe_table', ROOT / 'tools' / 'analysis' / 'recipe_table.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docs_table_is_the_scripts_output(tool):
+    configs = tool.recipe_configs()
+    names = {str(p.relative_to(ROOT / 'configs')) for p in configs}
+    assert len(configs) == 26 and not any(n.startswith(('quickstart', '_base_')) or
+                                          '/_base_/' in n for n in names)
+    expected = tool.table(configs)
+    documented = tool.generated_block(ROOT / 'docs' / 'recipes.md')
+    assert documented == expected, (
+        'docs/recipes.md is out of date: run .venv/bin/python tools/analysis/recipe_table.py '
+        '--write docs/recipes.md')
+
+
+def _row(tool, config):
+    return dict(zip(tool.COLUMNS, tool.row(ROOT / 'configs' / config)))
+
+
+def test_rows_state_the_published_settings(tool):
+    upernet_b = _row(tool, 'mmseg/upernet_dat_b_pp.py')
+    assert (upernet_b['lr'], upernet_b['precision'], upernet_b['warm-up']) == (
+        '6e-5', 'fp32', '1500 it from 1e-6x')
+    assert upernet_b['schedule'] == '160k it, poly 1 to 0'
+    assert upernet_b['no weight decay on'] == (
+        'backbone LayerNorms (by name), `rpe_table`, `relative_position_bias_table`')
+    assert _row(tool, 'mmseg/upernet_dat_t_pp.py')['precision'] == 'fp16 (AMP)'
+
+    retina = _row(tool, 'mmdet/retinanet_dat_t_pp_1x.py')
+    assert (retina['lr'], retina['total batch (per GPU x GPUs)'], retina['test scale']) == (
+        '2e-4', '64 (2 x 32)', '1333x800')
+    assert 'rpb' not in retina['no weight decay on']
+
+    v1_base = _row(tool, 'mmpretrain/dat_b_in1k.py')
+    assert (v1_base['warm-up'], v1_base['schedule']) == (
+        '50 ep from 1.25e-3x', '300 ep, cosine to 0.0125x')
+    assert v1_base['precision'] == 'fp16 (AMP)'
+    assert v1_base['no weight decay on'] == (
+        '1-D params, biases, norm layers, `relative_position_bias_table`, `rpe_table`')
+    assert v1_base['test scale'] == '256x256 > crop 224'
+
+
+def test_numbers_are_written_as_in_the_recipes(tool):
+    assert [tool.num(x) for x in (0.05, 4e-4, 5e-7 / 4e-4, 2e-7 / 2e-5, 0, 1e-8, 0.8)] == [
+        '0.05', '4e-4', '1.25e-3', '0.01', '0', '1e-8', '0.8']
+
+
+def test_write_replaces_only_the_marked_block(tool, tmp_path):
+    doc = tmp_path / 'doc.md'
+    doc.write_text(f'before\n{tool.BEGIN}\nold table\n{tool.END}\nafter\n')
+    tool.write(doc, '| new |\n')
+    assert doc.read_text() == f'before\n{tool.BEGIN}\n| new |\n{tool.END}\nafter\n'
+    assert tool.generated_block(doc) == '| new |\n'
+    doc.write_text('no markers\n')
+    with pytest.raises(ValueError, match='marker'):
+        tool.write(doc, '| new |\n')
