@@ -33,7 +33,13 @@ grep -q "'-std=c++17'" "$src/setup.py" || { echo "build_mmcv: setup.py has no -s
 sed -i "s/'-std=c++17'/'-std=c++20'/g" "$src/setup.py"
 
 if [[ ${MMCV_CUDA:-0} == 1 ]]; then
-    cuda_env=(FORCE_CUDA=1)
+    # torch's CUDA headers include the CUDA libraries' headers (cusparse.h, cublas_v2.h, ...),
+    # which a compiler-only CUDA toolkit lacks and the pip wheels torch depends on
+    # (site-packages/nvidia/*/include) have: they go after the toolkit's own include dirs.
+    nv_include=$("$py" -c 'import glob, os, sysconfig
+print(":".join(sorted(glob.glob(os.path.join(sysconfig.get_paths()["purelib"], "nvidia", "*",
+                                             "include")))))')
+    cuda_env=(FORCE_CUDA=1 "CPATH=${CPATH:+$CPATH:}$nv_include")
 else
     # mmcv's setup.py builds CUDA ops whenever torch sees a GPU: hide it for a CPU build.
     cuda_env=(-u FORCE_CUDA CUDA_VISIBLE_DEVICES=)
