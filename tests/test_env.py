@@ -114,5 +114,5 @@ def test_install_check_stops_without_mmcv_ops():
     proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 1
-    assert '[check_env] FAIL mmcv ops: mmcv._ext (the compiled ops) did not load' in proc.stderr
+    assert '[check_env] FAIL mmcv ops on CPU: mmcv._ext (the compiled ops) did not load' in proc.stderr
     assert 'NOT usable' in proc.stderr
