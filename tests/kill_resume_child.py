@@ -6,6 +6,7 @@ when a save starts and appends ``<iter> <loss>`` to ``losses.txt`` after each it
     python kill_resume_child.py WORK_DIR MAX_ITERS
 """
 import sys
+import time
 import uuid
 
 import numpy as np
@@ -56,6 +57,9 @@ class Report(Hook):
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         self.losses.write(f'{runner.iter} {float(outputs["loss"])!r}\n')
         self.losses.flush()
+        # at least 0.5 s of training after the third save, however fast the machine: the
+        # parent's kill (up to 0.25 s after a save starts) always lands in a running process
+        time.sleep(0.1)
 
 
 def main(work_dir, max_iters):
