@@ -1,12 +1,11 @@
 """tools/model_converters/dat_official_to_mm.py on synthetic checkpoints in the published layout.
 
 The published checkpoints are not available offline, so each test builds one from our own
-model with the authors' key names (docs/model.md, "Checkpoint layout", written here independently of
-dat_mm/converters.py as the inverse mapping), converts it with the CLI and checks the result
-against the model it came from.
+model with the authors' key names (tests/published_layout.py: the inverse mapping, written from
+docs/model.md independently of dat_mm/converters.py), converts it with the CLI and checks the
+result against the model it came from.
 """
 import importlib.util
-import re
 import subprocess
 import sys
 from collections import OrderedDict
@@ -16,7 +15,8 @@ import pytest
 import torch
 
 from dat_mm import DAT
-from dat_mm.models.layers import LayerNorm2d
+
+from published_layout import to_published
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / 'tools' / 'model_converters' / 'dat_official_to_mm.py'
@@ -33,51 +33,9 @@ def _load_tool():
 
 tool = _load_tool()
 
-# dat_mm backbone key -> published key (docs/model.md); the LayerNorm wrappers of the
-# published code add a `.norm` level, handled separately.
-_TO_PUBLISHED = [
-    (r'^stem\.(.*)$', r'patch_proj.\1'),
-    (r'^stages\.(\d+)\.blocks\.(\d+)\.lpu\.(.*)$', r'stages.\1.local_perception_units.\2.\3'),
-    (r'^stages\.(\d+)\.blocks\.(\d+)\.attn\.(.*)$', r'stages.\1.attns.\2.\3'),
-    (r'^stages\.(\d+)\.blocks\.(\d+)\.mlp\.(.*)$', r'stages.\1.mlps.\2.\3'),
-    (r'^downsamples\.(.*)$', r'down_projs.\1'),
-]
-
-
-def _published_name(key, dense):
-    m = re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.norm([12])\.(.*)$', key)
-    if m:
-        i, j, n, rest = m.groups()
-        return f'stages.{i}.layer_norms.{2 * int(j) + int(n) - 1}.{rest}'
-    if not dense:
-        key = re.sub(r'^norms\.\d+\.', 'cls_norm.', key)
-    for pattern, repl in _TO_PUBLISHED:
-        if re.match(pattern, key):
-            return re.sub(pattern, repl, key)
-    return key
-
-
 def to_published_backbone(backbone, dense=False):
     """Backbone state in the authors' layout: ImageNet (norms.3 -> cls_norm) or det/seg."""
-    out = OrderedDict()
-    modules = dict(backbone.named_modules())
-    for key, value in backbone.state_dict().items():
-        owner, leaf = key.rsplit('.', 1)
-        new = _published_name(key, dense)
-        if isinstance(modules[owner], LayerNorm2d):  # the authors' LayerNorm proxy
-            head, leaf = new.rsplit('.', 1)
-            new = f'{head}.norm.{leaf}'
-        out[new] = value.clone()
-    # v1 window blocks also carry Swin's index table (and shifted blocks their mask) as buffers
-    for name, module in modules.items():
-        if hasattr(module, 'relative_position_index'):
-            index = _published_name(f'{name}.relative_position_index', dense)
-            out[index] = module.relative_position_index.clone()
-            if getattr(module, 'shift', 0):
-                w = module.window_size
-                out[index.replace('relative_position_index', 'attn_mask')] = torch.zeros(
-                    4, w * w, w * w)
-    return out
+    return OrderedDict(to_published(backbone, backbone.arch.version, dense))
 
 
 def published_classifier(model):
