@@ -42,7 +42,6 @@ part. :func:`is_complete_checkpoint` tells a whole checkpoint from a truncated o
 import os
 import os.path as osp
 import pickle
-import re
 import zipfile
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, List, Optional, Tuple
@@ -53,7 +52,7 @@ __all__ = [
     'CheckpointError', 'UnsafeCheckpointError', 'safe_load', 'load_checkpoint',
     'use_safe_loader',
     'checkpoint_globals', 'is_complete_checkpoint', 'atomic_write', 'atomic_write_text',
-    'commit_temporary', 'temporary_name', 'is_temporary_name', 'safe_loader', 'check_file'
+    'commit_temporary', 'temporary_name', 'safe_loader', 'check_file'
 ]
 
 HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
@@ -319,10 +318,6 @@ def temporary_name(path: str) -> str:
     """Where :func:`atomic_write` stages ``path``: a hidden sibling ending in ``.tmp``."""
     directory, name = osp.split(path)
     return osp.join(directory, f'.{name}.tmp')
-
-
-def is_temporary_name(name: str) -> bool:
-    return re.fullmatch(r'\..+\.tmp', osp.basename(name)) is not None
 
 
 def commit_temporary(path: str) -> None:

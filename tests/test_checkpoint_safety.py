@@ -527,11 +527,13 @@ def test_auto_resume_skips_truncated_latest(trained, tmp_path, caplog):
     (tmp_path / 'iter_4.pth').write_bytes(data[:len(data) // 3])
     (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_4.pth'))
     (tmp_path / '.iter_6.pth.tmp').write_bytes(b'half a save')
+    (tmp_path / '.notes.tmp').write_text('a file of the user')  # not the hook's: kept
     record = Record()
     runner = make_runner(tmp_path, max_iters=5, resume=True, custom_hooks=[record])
     runner.train()
     assert record.iters == [2, 3, 4]
     assert not (tmp_path / '.iter_6.pth.tmp').exists()
+    assert (tmp_path / '.notes.tmp').read_text() == 'a file of the user'
     log = (tmp_path / runner.timestamp / f'{runner.timestamp}.log').read_text()
     assert f'skipping {tmp_path / "iter_4.pth"}: ' in log and 'incomplete or damaged' in log
 

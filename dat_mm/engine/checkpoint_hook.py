@@ -42,7 +42,7 @@ from mmengine.registry import HOOKS
 from mmengine.runner import BaseLoop, IterBasedTrainLoop
 
 from ..checkpoint import (CheckpointError, atomic_write_text, check_file, commit_temporary,
-                          is_complete_checkpoint, is_temporary_name, temporary_name,
+                          is_complete_checkpoint, temporary_name,
                           use_safe_loader)
 
 __all__ = ['SafeCheckpointHook', 'rng_state', 'set_rng_state']
@@ -252,6 +252,14 @@ class SafeCheckpointHook(CheckpointHook):
             checkpoint['rng_state'] = [rng_state()]
 
     # ------------------------------------------------------------------ saving
+    def _is_own_temporary(self, name: str) -> bool:
+        """The staging file (``temporary_name``) of a checkpoint or of ``last_checkpoint``;
+        never another file a user keeps in the work directory."""
+        if name == osp.basename(temporary_name('last_checkpoint')):
+            return True
+        return (name.startswith('.') and name.endswith('.tmp')
+                and _step_of(name[1:-len('.tmp')], self.filename_tmpl) is not None)
+
     def _remove_stale_temporaries(self, runner) -> None:
         """What a save killed half-way leaves: its temporary file, and an old checkpoint
         beyond ``max_keep_ckpts`` that was due to be deleted after it."""
@@ -263,7 +271,7 @@ class SafeCheckpointHook(CheckpointHook):
                 continue
             for name in os.listdir(directory):
                 step = _step_of(name, self.filename_tmpl)
-                if is_temporary_name(name):
+                if self._is_own_temporary(name):
                     why = 'the temporary file of an interrupted save'
                 elif (directory == str(self.out_dir) and keep and step is not None
                       and step not in keep and step < max(keep)):
