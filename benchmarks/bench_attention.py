@@ -8,22 +8,28 @@ time, peak memory (see benchmarks/common.py), the fast path's error vs the refer
 (norm-relative, output for forward, worst gradient for forward+backward) and the ratios
 reference/fast of time and memory.
 
-    python benchmarks/bench_attention.py                     # tiny++, both cases
-    python benchmarks/bench_attention.py --arch small++ --cases 224x224x8 --repeats 5
+    python -m benchmarks.bench_attention                     # tiny++, both cases
+    python -m benchmarks.bench_attention --arch small++ --cases 224x224x8 --repeats 5
 """
 import argparse
-import os
 import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (fmt_mib, fmt_ms, load_average, machine_info, median,  # noqa: E402
-                    peak_memory, rel_err, table, time_call)
+from benchmarks.common import (fmt_mib, fmt_ms, load_average, machine_info, median, peak_memory,
+                               rel_err, table, time_call)
+from dat_mm.models.backbones import resolve_arch
+from dat_mm.models.layers import grid_coords
+from dat_mm.ops import (can_run_dmha_chunked, can_run_na2d_tiled, dmha_chunked, dmha_reference,
+                        na2d_reference, na2d_tiled)
 
-from dat_mm.models.backbones import resolve_arch  # noqa: E402
-from dat_mm.models.layers.attention_backends import _REGISTRY  # noqa: E402
-from dat_mm.models.layers.deformable_attn import grid_coords  # noqa: E402
+#: Per kind: (name, function, its can_run check or None), the reference first.
+BACKENDS = {
+    'neighborhood': [('reference', na2d_reference, None),
+                     ('tiled', na2d_tiled, can_run_na2d_tiled)],
+    'deformable': [('reference', dmha_reference, None),
+                   ('chunked', dmha_chunked, can_run_dmha_chunked)],
+}
 
 
 def conv_out(n, k, s, p):
@@ -114,27 +120,24 @@ def main():
             for kind in args.kinds:
                 if kind not in st['kinds']:
                     continue
-                backends = [b for b in _REGISTRY[kind]]
-                ref = next(b for b in backends if b.name == 'reference')
                 for mode in args.modes:
                     inputs, kwargs = make_inputs(kind, B, st, args.device, dtype,
                                                  mode == 'fwdbwd')
                     results = {}
-                    ref_run = runner(ref.fn, inputs, kwargs, mode)
-                    ref_vals = ref_run()
-                    for b in sorted(backends, key=lambda b: b.name != 'reference'):
-                        reason = b.check(*inputs, **kwargs)
-                        if reason is not None:
-                            print(f'  {kind} {b.name}: not run ({reason})')
+                    ref_vals = runner(BACKENDS[kind][0][1], inputs, kwargs, mode)()
+                    for name, fn, can_run in BACKENDS[kind]:
+                        if can_run is not None and not can_run(*inputs, **kwargs):
+                            print(f'  {kind} {name}: not run (run with DEBUG logging of '
+                                  "'dat_mm.attention' for the reason)")
                             continue
-                        run = runner(b.fn, inputs, kwargs, mode)
-                        vals = ref_vals if b is ref else run()
+                        run = runner(fn, inputs, kwargs, mode)
+                        vals = ref_vals if can_run is None else run()
                         err = max(rel_err(v, r) for v, r in zip(vals, ref_vals))
                         del vals
                         times = time_call(run, args.device, repeats=args.repeats,
                                           clock=args.clock)
                         mem = None if args.no_memory else peak_memory(run, args.device)
-                        results[b.name] = (median(times), mem, err)
+                        results[name] = (median(times), mem, err)
                     del ref_vals
                     t_ref, m_ref, _ = results['reference']
                     shape = (f"{st['H']}x{st['W']}" + (f" vs {st['Hk']}x{st['Wk']}"

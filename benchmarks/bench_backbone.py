@@ -26,8 +26,8 @@ forward pass as counted by dat_mm.analysis.count_model, x2 for FLOPs, x3 for a t
 and the achieved FLOP/s as a fraction of the machine's float32 matmul peak measured in the
 same run.
 
-    python benchmarks/bench_backbone.py
-    python benchmarks/bench_backbone.py --models dat-t++ swin-t --cases 224x224x8:infer
+    python -m benchmarks.bench_backbone
+    python -m benchmarks.bench_backbone --models dat-t++ swin-t --cases 224x224x8:infer
 """
 import argparse
 import json
@@ -38,9 +38,10 @@ import tempfile
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (fmt_mib, fmt_ms, load_average, machine_info, matmul_peak,  # noqa: E402
-                    median, peak_memory, rel_err, table, time_call)
+from benchmarks.common import (fmt_mib, fmt_ms, load_average, machine_info, matmul_peak, median,
+                               peak_memory, rel_err, table, time_call)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SWIN = {  # mmdet SwinTransformer as in mmdet's Swin-T / Swin-S detection configs
     'swin-t': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),
@@ -154,7 +155,7 @@ def worker(args):
 
 
 def run_worker(args, case, model, backend, extra):
-    cmd = [sys.executable, os.path.abspath(__file__), '--worker', '--case', case, '--model',
+    cmd = [sys.executable, '-m', 'benchmarks.bench_backbone', '--worker', '--case', case, '--model',
            model, '--repeats', str(args.repeats), '--device', args.device] + extra
     if backend:
         cmd += ['--backend', backend]
@@ -167,7 +168,7 @@ def run_worker(args, case, model, backend, extra):
         cmd.append('--no-memory')
     if args.device == 'cpu':  # leave 2 GiB of the machine's available memory to others
         cmd += ['--max-bytes', str(max(1 << 30, _mem_available() - (2 << 30)))]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     for line in proc.stdout.splitlines():
         if line.startswith('RESULT '):
             return json.loads(line[7:])

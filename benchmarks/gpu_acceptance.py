@@ -55,7 +55,7 @@ allocates during one call beyond what is allocated before it
 say ``skipped (CPU dry run)``; no memory figures), to check the script without a GPU.
 
     bash benchmarks/gpu_acceptance.sh                  # on the GPU machine, tables in $OUT
-    python benchmarks/gpu_acceptance.py --dry-run --out work_dirs/gpu_acceptance_dry
+    python -m benchmarks.gpu_acceptance --dry-run --out work_dirs/gpu_acceptance_dry
 """
 import argparse
 import contextlib
@@ -80,13 +80,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-if REPO not in sys.path:
-    sys.path.insert(1, REPO)
-from bench_backbone import SWIN, step_fn  # noqa: E402
-from common import fmt_mib, fmt_ms, rel_err  # noqa: E402
+from benchmarks.bench_attention import BACKENDS, make_inputs, stage_shapes
+from benchmarks.bench_backbone import SWIN, step_fn
+from benchmarks.common import fmt_mib, fmt_ms, rel_err
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: The CPU tests' bounds (tests/test_fast_paths.py RTOL32, RTOL_AMP and the 1.25 of
 #: test_modules_under_autocast_match_float32_reference); tests/test_gpu_acceptance.py checks
@@ -396,11 +394,9 @@ DM_NAMES = ['out', 'q', 'k', 'v', 'pos', 'rpe_table']
 
 
 def function_item(kind, case, st, B, precision, mode, device):
-    """Attention function ``kind`` at one stage shape: the fast backend (chosen by name
-    through the registry, so its ``check`` must accept the call) vs the reference."""
-    from bench_attention import make_inputs
-    from dat_mm.models.layers.attention_backends import choose_backend
-    fast_name = 'tiled' if kind == 'neighborhood' else 'chunked'
+    """Attention function ``kind`` at one stage shape: the fast backend (its ``can_run_*``
+    check must accept the call) vs the reference."""
+    (_, ref_fn, _), (fast_name, fast_fn, can_run) = BACKENDS[kind]
     where = f"stage {st['stage']} {st['H']}x{st['W']}"
     if kind == 'deformable':
         where += f" vs {st['Hk']}x{st['Wk']} keys"
@@ -420,8 +416,7 @@ def function_item(kind, case, st, B, precision, mode, device):
         else:
             args = [a.detach().to(half).requires_grad_(grad) if i < 3 else a
                     for i, a in enumerate(args32)]
-        fast_fn = choose_backend(kind, fast_name, *args).fn
-        ref_fn = choose_backend(kind, 'reference', *args).fn
+        can_run(*args, raise_error=True)
         names = NA_NAMES if kind == 'neighborhood' else DM_NAMES
 
         def runner(fn, inputs, amp):
@@ -528,18 +523,22 @@ def ffn_item(case, st, B, precision, device):
 @contextlib.contextmanager
 def record_backend_choices(seen: dict):
     """Record which backend the automatic choice takes for each attention kind."""
-    from dat_mm.models.layers import attention_backends as ab
-    original = ab.choose_backend
-
-    def recording(kind, requested, *args, **kwargs):
-        b = original(kind, requested, *args, **kwargs)
-        seen.setdefault(kind, set()).add(b.name)
-        return b
-    ab.choose_backend = recording
+    import dat_mm.ops.deformable as deformable
+    import dat_mm.ops.neighborhood as neighborhood
+    choosers = [(neighborhood, 'choose_na2d_backend', 'neighborhood'),
+                (deformable, 'choose_dmha_backend', 'deformable')]
+    originals = [getattr(mod, name) for mod, name, _ in choosers]
+    for (mod, name, kind), original in zip(choosers, originals):
+        def recording(*args, _original=original, _kind=kind, **kwargs):
+            chosen = _original(*args, **kwargs)
+            seen.setdefault(_kind, set()).add(chosen)
+            return chosen
+        setattr(mod, name, recording)
     try:
         yield
     finally:
-        ab.choose_backend = original
+        for (mod, name, _), original in zip(choosers, originals):
+            setattr(mod, name, original)
 
 
 class BackboneCase:
@@ -646,7 +645,6 @@ def backbone_item(ctx_holder, case, H, W, B, precision, mode, device, depths=Non
 
 
 def fast_path_items(cases, device, dry_run, depths=None):
-    from bench_attention import stage_shapes
     items = []
     ctx_holder = {}
     precisions = list(AUTOCAST)

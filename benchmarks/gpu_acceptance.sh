@@ -28,4 +28,4 @@ if ! "$PY" -c 'import mmengine' 2>/dev/null; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
-"$PY" benchmarks/gpu_acceptance.py --out "$OUT_DIR" "$@" 2>&1 | tee "$OUT_DIR/log.txt"
+"$PY" -m benchmarks.gpu_acceptance --out "$OUT_DIR" "$@" 2>&1 | tee "$OUT_DIR/log.txt"

@@ -29,6 +29,10 @@ from collections import OrderedDict
 from typing import Dict, Iterable, List, Tuple
 
 import torch
+from mmengine.logging import print_log
+
+from .checkpoint import load_checkpoint
+from .ops.position_tables import FLAT, GRID, can_resize_table, relative_position_index
 
 NUM_STAGES = 4
 # Non-backbone parts of the published mmdet 2 / mmseg 0.x models keep their names in
@@ -60,7 +64,6 @@ _V1_BUFFER = re.compile(r'^stages\.\d+\.attns\.\d+\.(relative_position_index|att
 
 def _check_v1_buffer(key: str, kind: str, value: torch.Tensor) -> None:
     """The published v1 buffers are recomputed; make sure they are what dat_mm recomputes."""
-    from dat_mm.models.layers.window_attn import relative_position_index
     n = value.shape[-1] if value.ndim else 0
     window = int(round(n ** 0.5))
     ok = n > 0 and window * window == n
@@ -184,8 +187,7 @@ def _listed(keys: List[str], limit: int = 10) -> str:
 def resizable_table(key: str, saved: torch.Tensor, own: torch.Tensor) -> bool:
     """A position table of another resolution that the attention modules resize on load
     (``rpe_table``, v1 ``relative_position_bias_table``; the rule of
-    :func:`dat_mm.models.layers.position_tables.can_resize_table`)."""
-    from .models.layers.position_tables import FLAT, GRID, can_resize_table
+    :func:`dat_mm.ops.position_tables.can_resize_table`)."""
     layout = GRID if key.endswith('.rpe_table') else \
         FLAT if key.endswith('.relative_position_bias_table') else None
     return layout is not None and can_resize_table(saved.shape, own.shape, layout)
@@ -246,9 +248,6 @@ def load_backbone_weights(backbone: torch.nn.Module, path: str, prefix: str = No
     Output norms (``norms.*``) may be absent (an ImageNet backbone under a det/seg model) or
     extra (a det/seg backbone under a classifier); any other mismatch is an error.
     """
-    from mmengine.logging import print_log
-
-    from .checkpoint import load_checkpoint
     state = state_dict_of(load_checkpoint(path, map_location=map_location), path)
     if prefix is None and any(k.startswith('backbone.') for k in state):
         prefix = 'backbone.'

@@ -19,12 +19,9 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS
 
-import dat_mm.models.layers.attention_backends as ab
+from attention_spy import spy_attention
 from dat_mm import DAT
-from dat_mm.models.layers.deformable_attn import dmha_reference
-from dat_mm.models.layers.neighborhood_attn import na2d_reference
-from dat_mm.ops import dmha_chunked, na2d_tiled
-from test_attention_backends import _spy
+from dat_mm.ops import ENV_VAR, dmha_chunked, dmha_reference, na2d_reference, na2d_tiled
 from test_backbone import NARROW_PP, _v1_small_arch
 
 DIMS = [16, 32, 64, 128]        # NARROW_PP's stage widths (all different: a wrong pairing shows)
@@ -34,7 +31,7 @@ SIZE = (64, 48)                 # stage maps 16x12, 8x6, 4x3, 2x2
 @pytest.fixture(autouse=True)
 def _automatic_backends(monkeypatch):
     """'automatic' must mean the chooser's own choice, whatever the caller's environment."""
-    monkeypatch.delenv(ab.ENV_VAR, raising=False)
+    monkeypatch.delenv(ENV_VAR, raising=False)
 
 
 def _raises(exc_type, fragments, fn, *args, **kwargs):
@@ -285,14 +282,14 @@ def test_backbone_empty_batch_forward_and_backward(arch, backend):
     expected_calls = fast_calls if backend is None else {
         (kind, 'reference'): n for (kind, _), n in fast_calls.items()}
     # eval, no autograd
-    with _spy() as calls, torch.no_grad():
+    with spy_attention() as calls, torch.no_grad():
         outs = m.eval()(torch.randn(0, 3, *SIZE))
     assert calls == expected_calls
     assert [tuple(o.shape) for o in outs] == [(0,) + s for s in shapes]
     assert all(o.dtype == torch.float32 and o.is_contiguous() for o in outs)
     # training, backward: every parameter gets a zero gradient, as for the reference
     x = torch.randn(0, 3, *SIZE, requires_grad=True)
-    with _spy() as calls:
+    with spy_attention() as calls:
         outs = m.train()(x)
         sum(o.sum() for o in outs).backward()
     assert calls == expected_calls

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from dat_mm import DAT
-from dat_mm.models.layers.window_attn import relative_position_index
+from dat_mm.ops.position_tables import relative_position_index
 from dat_mm.converters import (check_state_dict_fits, convert_published_checkpoint,
                                load_backbone_weights)
 

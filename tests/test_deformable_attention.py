@@ -13,8 +13,8 @@ rule and the tests below check both the numbers and that everything stays finite
 import pytest
 import torch
 
-from dat_mm.models.layers import (DeformableAttention2d, available_backends,
-                                  deformable_rpe_bias, dmha_reference)
+from dat_mm.models.layers import DeformableAttention2d
+from dat_mm.ops import DMHA_BACKENDS, deformable_rpe_bias, dmha_reference
 from oracles import axis_coord, bilinear_yx, dmha_oracle
 
 DT = torch.float64
@@ -255,7 +255,7 @@ def test_dmha_size_one_float32_gradients_finite():
 
 
 # -- other backends, init, validation --------------------------------------------------------
-@pytest.mark.parametrize('backend', available_backends('deformable'))
+@pytest.mark.parametrize('backend', DMHA_BACKENDS)
 def test_dmha_float32_each_backend_matches_float64_oracle(backend):
     m = _module(16, 4, 2, 2, 3, dtype=torch.float32, backend=backend)
     x = torch.randn(2, 16, 9, 11, requires_grad=True)

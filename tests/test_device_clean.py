@@ -38,10 +38,10 @@ import dat_mm.ops.deformable_chunked as dmha_chunked_mod
 import dat_mm.ops.neighborhood_tiled as na_tiled_mod
 from dat_mm import DAT
 from dat_mm.models.layers import (ConvFFN, DeformableAttention2d, NeighborhoodAttention2d,
-                                  WindowAttention2d, dmha_reference, na2d_reference)
+                                  WindowAttention2d)
 from dat_mm.models.layers.deformable_attn import grid_coords
 from dat_mm.models.layers.drop import drop_path_schedule
-from dat_mm.ops import dmha_chunked, na2d_tiled
+from dat_mm.ops import dmha_chunked, dmha_reference, na2d_reference, na2d_tiled
 
 META = torch.device('meta')
 CPU = torch.device('cpu')
@@ -379,11 +379,12 @@ def test_deformable_attention_module(case, backend):
 
 
 def test_deformable_attention_module_capture_path():
-    """With a capture callback (visualisation) the module computes the reference itself."""
+    """With its tap enabled (visualisation) the module computes the reference itself."""
     torch.manual_seed(0)
     m = DeformableAttention2d(16, 4, 2, 2, 5, table_size=(7, 7))
     captured = []
-    m._capture = lambda module, record: captured.append(record['attn'].device)
+    m.tap.enabled = True
+    m.tap.register_forward_hook(lambda tap, args, record: captured.append(record['attn'].device))
     assert_device_clean(m, [torch.randn(1, 16, 9, 11, requires_grad=True)], _named_params(m))
     assert captured == [CPU, CPU]
 

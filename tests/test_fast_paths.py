@@ -21,9 +21,9 @@ import torch.nn.functional as F
 import dat_mm.ops.deformable_chunked as dmha_chunked_mod
 from dat_mm import DAT
 from dat_mm.models.layers import DeformableAttention2d, NeighborhoodAttention2d
-from dat_mm.models.layers.deformable_attn import dmha_reference, grid_coords
-from dat_mm.models.layers.neighborhood_attn import na2d_reference, window_starts
-from dat_mm.ops import dmha_chunked, na2d_tiled
+from dat_mm.models.layers.deformable_attn import grid_coords
+from dat_mm.ops import dmha_chunked, dmha_reference, na2d_reference, na2d_tiled
+from dat_mm.ops.neighborhood import window_starts
 from dat_mm.ops.neighborhood_tiled import axis_plan
 
 RTOL32 = 1e-5

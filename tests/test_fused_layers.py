@@ -11,7 +11,7 @@ from dat_mm.models.layers import ConvFFN, DATBlock, NeighborhoodAttention2d
 from dat_mm.models.layers.drop import add_drop_path, drop_path
 from dat_mm.models.layers.neighborhood_attn import ScaledQKV
 from dat_mm.models.layers.residual_conv import ResidualDWConv2d
-from dat_mm.ops.gelu_conv1x1 import check_gelu_conv1x1, gelu_conv1x1
+from dat_mm.ops.gelu_conv1x1 import can_run_gelu_conv1x1, gelu_conv1x1
 from oracles import conv_ffn_oracle
 
 
@@ -115,12 +115,17 @@ def test_gelu_conv1x1_partial_requires_grad_and_tanh_gelu():
 
 def test_gelu_conv1x1_refuses_what_it_cannot_compute():
     s = torch.randn(1, 4, 3, 3)
-    assert check_gelu_conv1x1(s, nn.Conv2d(4, 2, 1)) is None
-    assert 'plain 1x1' in check_gelu_conv1x1(s, nn.Conv2d(4, 2, 3, padding=1))
-    assert 'plain 1x1' in check_gelu_conv1x1(s, nn.Conv2d(4, 2, 1, groups=2))
-    assert 'dtype' in check_gelu_conv1x1(s.double(), nn.Conv2d(4, 2, 1))
+    assert can_run_gelu_conv1x1(s, nn.Conv2d(4, 2, 1))
+    for x, conv, reason in [(s, nn.Conv2d(4, 2, 3, padding=1), 'plain 1x1'),
+                            (s, nn.Conv2d(4, 2, 1, groups=2), 'plain 1x1'),
+                            (s.double(), nn.Conv2d(4, 2, 1), 'dtype')]:
+        assert not can_run_gelu_conv1x1(x, conv)
+        with pytest.raises(ValueError, match=reason):
+            can_run_gelu_conv1x1(x, conv, raise_error=True)
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        assert 'autocast' in check_gelu_conv1x1(s, nn.Conv2d(4, 2, 1))
+        assert not can_run_gelu_conv1x1(s, nn.Conv2d(4, 2, 1))
+        with pytest.raises(ValueError, match='autocast'):
+            can_run_gelu_conv1x1(s, nn.Conv2d(4, 2, 1), raise_error=True)
 
 
 def _ffn_pair(dim=8, **kw):

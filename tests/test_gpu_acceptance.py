@@ -17,7 +17,6 @@ import pytest
 pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, 'benchmarks', 'gpu_acceptance.py')
 
 CASE = '64x64x1'
 NA_STAGES, DM_STAGES, FFN_STAGES = 3, 4, 4   # DAT-T++: no neighbourhood blocks in stage 3
@@ -29,8 +28,8 @@ def run_script(out, *args):
     env = dict(os.environ)
     env.pop('OUT', None)
     env['PYTHONPATH'] = REPO + (os.pathsep + env['PYTHONPATH'] if env.get('PYTHONPATH') else '')
-    return subprocess.run([sys.executable, SCRIPT, '--dry-run', '--out', str(out), *args],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, '-m', 'benchmarks.gpu_acceptance', '--dry-run',
+                           '--out', str(out), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
 def read_csv(path):

@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dat_mm.models.layers import NeighborhoodAttention2d, available_backends, na2d_reference
+from dat_mm.models.layers import NeighborhoodAttention2d
+from dat_mm.ops import NA_BACKENDS, na2d_reference
 from oracles import linear, na_loop, na_module_oracle
 
 DT = torch.float64
@@ -158,7 +159,7 @@ def test_na_module_gradcheck_small_map_with_padding():
     assert torch.autograd.gradcheck(f, (x, *[params[n] for n in names]))
 
 
-@pytest.mark.parametrize('backend', available_backends('neighborhood'))
+@pytest.mark.parametrize('backend', NA_BACKENDS)
 @pytest.mark.parametrize('H,W', [(9, 11), (3, 5)])
 def test_na_module_float32_each_backend_matches_float64_oracle(backend, H, W):
     m = _module(dim=16, heads=4, dtype=torch.float32, backend=backend)

@@ -23,7 +23,7 @@ from PIL import Image
 from dat_mm import DAT
 from dat_mm.datasets.shapes import fill_polygon, shape_polygon
 from dat_mm.models.layers import DeformableAttention2d, WindowAttention2d
-from dat_mm.models.layers.position_tables import (can_resize_table, resize_position_table,
+from dat_mm.ops.position_tables import (can_resize_table, resize_position_table,
                                                   resize_tables_on_load)
 
 from log_capture import CurrentLog

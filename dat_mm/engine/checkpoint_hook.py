@@ -42,8 +42,9 @@ from mmengine.registry import HOOKS
 from mmengine.runner import BaseLoop, IterBasedTrainLoop
 
 from ..checkpoint import (CheckpointError, atomic_write_text, check_file, commit_temporary,
-                          is_complete_checkpoint, temporary_name,
-                          use_safe_loader)
+                          is_complete_checkpoint, temporary_name, use_safe_loader)
+from ..converters import (convert_published_checkpoint, is_published_checkpoint,
+                          state_dict_problems)
 
 __all__ = ['SafeCheckpointHook', 'rng_state', 'set_rng_state']
 
@@ -181,8 +182,6 @@ class SafeCheckpointHook(CheckpointHook):
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         """Convert the authors' published checkpoints in place; refuse a checkpoint that does
         not fit the model, before anything runs; keep its RNG state when resuming."""
-        from ..converters import (convert_published_checkpoint, is_published_checkpoint,
-                                  state_dict_problems)
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         source = f'checkpoint {self._load_path}' if self._load_path else 'checkpoint'
         if is_published_checkpoint(checkpoint):

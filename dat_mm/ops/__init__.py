@@ -1,34 +1,44 @@
-"""Fast attention paths, registered into :mod:`dat_mm.models.layers.attention_backends`.
+"""The functional layer of dat_mm: attention functions, their fast paths, and tensor helpers.
 
-One file per backend family; each registers its functions at import, with a ``check`` that
-refuses (with a reason, logged at debug level by the chooser) any call it cannot compute
-exactly. The reference functions (priority 1000) remain the fallback and the oracle.
+A leaf package: it imports torch (and mmengine's logger) but nothing else of dat_mm, so the
+layers in :mod:`dat_mm.models.layers` own parameters and call these functions, never the other
+way round.
 
-============  =========  ========  ====================================================
-kind          name       priority  what
-============  =========  ========  ====================================================
-neighborhood  tiled      100       query tiles against their key halo: fused SDPA with a
-                                   per-tile rpb/-inf mask without autograd, explicit
-                                   batched matmuls with autograd
-deformable    chunked    100       query chunks, per-chunk bias (same grid_sample as the
-                                   reference), recomputing custom backward
-============  =========  ========  ====================================================
+Each attention kind has one file with its plain PyTorch reference (the oracle in tests), its
+chooser and its entry point, and one file with its fast path:
 
-Both refuse attention dropout in training and ``return_attn`` (the reference serves those);
-they accept float32/float64 and half inputs (autocast) on any device. Measured speed and
-memory: docs/benchmarks.md.
+============  ==============================  ==========================================
+kind          reference, chooser, entry point  fast path (``can_run_*`` says when it is exact)
+============  ==============================  ==========================================
+neighborhood  :mod:`.neighborhood`: ``na2d``    :mod:`.neighborhood_tiled` (``tiled``): query
+                                               tiles against their key halo; fused SDPA with
+                                               a per-tile rpb/-inf mask without autograd,
+                                               batched matmuls with autograd
+deformable    :mod:`.deformable`: ``dmha``      :mod:`.deformable_chunked` (``chunked``): query
+                                               chunks, per-chunk bias (the reference's
+                                               ``grid_sample``), recomputing custom backward
+============  ==============================  ==========================================
 
-Not an attention backend: :mod:`.gelu_conv1x1`, the ConvFFN's GELU + 1x1 convolution that
-recomputes the activation in the backward pass (chosen by ``ConvFFN.recompute_act``).
+Both fast paths refuse attention dropout in training and the probabilities (the reference
+serves those); they accept float32/float64 and half inputs (autocast) on any device. The
+choice and its override (argument, ``DAT_MM_ATTN_BACKEND``) are described in :mod:`.choice`.
+Measured speed and memory: docs/benchmarks.md.
+
+Also here: :mod:`.gelu_conv1x1` (the ConvFFN's GELU + 1x1 convolution that recomputes the
+activation in the backward pass) and :mod:`.position_tables` (resizing the learned position
+tables of DAT v1 to another resolution).
 """
-from dat_mm.models.layers.attention_backends import register_backend
+from .choice import ENV_VAR
+from .deformable import (DMHA_BACKENDS, choose_dmha_backend, deformable_rpe_bias, dmha,
+                         dmha_reference)
+from .deformable_chunked import can_run_dmha_chunked, dmha_chunked
+from .gelu_conv1x1 import can_run_gelu_conv1x1, gelu_conv1x1
+from .neighborhood import NA_BACKENDS, choose_na2d_backend, na2d, na2d_reference
+from .neighborhood_tiled import can_run_na2d_tiled, na2d_tiled
 
-from .deformable_chunked import check_dmha_chunked, dmha_chunked
-from .gelu_conv1x1 import check_gelu_conv1x1, gelu_conv1x1
-from .neighborhood_tiled import check_na2d_tiled, na2d_tiled
-
-register_backend('neighborhood', 'tiled', na2d_tiled, check_na2d_tiled, priority=100)
-register_backend('deformable', 'chunked', dmha_chunked, check_dmha_chunked, priority=100)
-
-__all__ = ['dmha_chunked', 'na2d_tiled', 'check_dmha_chunked', 'check_na2d_tiled',
-           'gelu_conv1x1', 'check_gelu_conv1x1']
+__all__ = [
+    'ENV_VAR', 'DMHA_BACKENDS', 'choose_dmha_backend', 'deformable_rpe_bias', 'dmha',
+    'dmha_reference', 'can_run_dmha_chunked', 'dmha_chunked', 'can_run_gelu_conv1x1',
+    'gelu_conv1x1', 'NA_BACKENDS', 'choose_na2d_backend', 'na2d', 'na2d_reference',
+    'can_run_na2d_tiled', 'na2d_tiled'
+]

@@ -1,6 +1,6 @@
 """Deformable attention chunked over queries, with the deformable relative position bias.
 
-The reference (:func:`dat_mm.models.layers.deformable_attn.dmha_reference`) materialises, for
+The reference (:func:`.deformable.dmha_reference`) materialises, for
 all ``M`` queries at once, the ``(B, g, M, Ns, 2)`` sampling grid of the bias, its flipped copy,
 a ``B``-fold copy of ``rpe_table``, the ``(B, heads, M, Ns)`` bias, the logits, their sum and the
 probabilities, and autograd keeps most of them for the backward pass. At 800x1344 input that is
@@ -28,6 +28,8 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+
+from .choice import refuse
 
 #: Elements of a chunk's ``(heads, B, Mc, Ns)`` logits (float32: 8 MiB). Temporaries of a
 #: chunk are a small multiple of this.
@@ -257,9 +259,8 @@ class _DMHAChunked(torch.autograd.Function):
         return tuple(grads)
 
 
-def dmha_chunked(q, k, v, pos, q_coords, rpe_table, scale: float, attn_drop: float = 0.0,
-                 training: bool = False, return_attn: bool = False, chunk: int = None):
-    """Same arguments and result as ``dmha_reference`` (no dropout, no ``return_attn``).
+def dmha_chunked(q, k, v, pos, q_coords, rpe_table, scale: float, chunk: int = None):
+    """The result of ``dmha_reference`` (no dropout, no probabilities).
 
     ``chunk``: queries per chunk (default: :data:`CHUNK_ELEMS` logits per chunk).
     """
@@ -271,20 +272,24 @@ def dmha_chunked(q, k, v, pos, q_coords, rpe_table, scale: float, attn_drop: flo
         return _forward(plan, keep_probs=False)[0]
 
 
-def check_dmha_chunked(q, k, v, pos, q_coords, rpe_table, scale=None, attn_drop: float = 0.0,
-                       training: bool = False, return_attn: bool = False, **_):
-    """None when :func:`dmha_chunked` computes this call exactly, else why not."""
+def can_run_dmha_chunked(q, k, v, pos, q_coords, rpe_table, scale=None, attn_drop: float = 0.0,
+                         training: bool = False, return_attn: bool = False,
+                         raise_error: bool = False) -> bool:
+    """Whether :func:`dmha_chunked` computes this call exactly; if not, the reason is logged at
+    debug level (or raised as a ``ValueError`` with ``raise_error``)."""
     if return_attn:
-        return 'return_attn asks for the full (B, heads, M, Ns) probabilities'
-    if attn_drop > 0 and training:
-        return f'attention dropout ({attn_drop}) in training is only in the reference'
-    if not (q.is_floating_point() and k.is_floating_point() and v.is_floating_point()):
-        return f'needs floating point q/k/v, got {q.dtype}'
-    if q_coords.requires_grad:
-        return 'no gradient with respect to the query coordinates'
-    if q.device.type == 'meta':
-        return 'meta tensors (shape-only runs, e.g. FLOP counting) use the reference'
-    if q.dim() != 4 or pos.dim() != 4 or q.shape[1] % pos.shape[1]:
-        return (f'unexpected shapes q {tuple(q.shape)}, pos {tuple(pos.shape)} (the reference '
-                f'reports the error)')
-    return None
+        reason = 'return_attn asks for the full (B, heads, M, Ns) probabilities'
+    elif attn_drop > 0 and training:
+        reason = f'attention dropout ({attn_drop}) in training is only in the reference'
+    elif not (q.is_floating_point() and k.is_floating_point() and v.is_floating_point()):
+        reason = f'needs floating point q/k/v, got {q.dtype}'
+    elif q_coords.requires_grad:
+        reason = 'no gradient with respect to the query coordinates'
+    elif q.device.type == 'meta':
+        reason = 'meta tensors (shape-only runs, e.g. FLOP counting) use the reference'
+    elif q.dim() != 4 or pos.dim() != 4 or q.shape[1] % pos.shape[1]:
+        reason = (f'unexpected shapes q {tuple(q.shape)}, pos {tuple(pos.shape)} (the '
+                  f'reference reports the error)')
+    else:
+        return True
+    return refuse('deformable', 'chunked', reason, raise_error)

@@ -11,7 +11,7 @@ to the plain modules (the same ATen GELU and convolution run in both passes).
 Element-wise work on ``channels_last`` maps runs on their contiguous NHWC view: ATen's GELU
 (forward and backward) is 1.3-1.7x faster there than on the permuted 4-d tensor on CPU.
 
-:func:`check_gelu_conv1x1` says when the function cannot stand in for the modules: autocast
+:func:`can_run_gelu_conv1x1` says when the function cannot stand in for the modules: autocast
 (the convolution would run in a dtype chosen by autocast, which this function does not
 replay in the backward pass) and anything but a plain ``1x1`` convolution.
 """
@@ -75,17 +75,22 @@ class _GeluConv1x1(torch.autograd.Function):
         return gs, gw, gb, None
 
 
-def check_gelu_conv1x1(s: torch.Tensor, conv: nn.Conv2d) -> Optional[str]:
-    """None when :func:`gelu_conv1x1` computes ``conv(GELU(s))`` exactly, else why not."""
+def can_run_gelu_conv1x1(s: torch.Tensor, conv: nn.Conv2d, raise_error: bool = False) -> bool:
+    """Whether :func:`gelu_conv1x1` computes ``conv(GELU(s))`` exactly; if not, ``False`` (or
+    a ``ValueError`` with the reason, with ``raise_error``)."""
     if autocast_enabled(s):
-        return 'autocast (the plain modules replay its casts in the backward pass)'
-    if (conv.kernel_size != (1, 1) or conv.stride != (1, 1) or conv.padding != (0, 0)
+        reason = 'autocast (the plain modules replay its casts in the backward pass)'
+    elif (conv.kernel_size != (1, 1) or conv.stride != (1, 1) or conv.padding != (0, 0)
             or conv.dilation != (1, 1) or conv.groups != 1 or conv.padding_mode != 'zeros'):
-        return f'not a plain 1x1 convolution: {conv}'
-    if s.dim() != 4 or s.dtype != conv.weight.dtype:
-        return (f'needs a 4-d map of the weight dtype {conv.weight.dtype}, got '
-                f'{tuple(s.shape)} {s.dtype}')
-    return None
+        reason = f'not a plain 1x1 convolution: {conv}'
+    elif s.dim() != 4 or s.dtype != conv.weight.dtype:
+        reason = (f'needs a 4-d map of the weight dtype {conv.weight.dtype}, got '
+                  f'{tuple(s.shape)} {s.dtype}')
+    else:
+        return True
+    if raise_error:
+        raise ValueError(f'gelu_conv1x1 cannot compute this call exactly: {reason}')
+    return False
 
 
 def gelu_conv1x1(s: torch.Tensor, conv: nn.Conv2d, approximate: str = 'none') -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Tiled neighbourhood attention: query tiles against the halo of keys their windows cover.
 
-Exact NATTEN 0.14 semantics (see :mod:`dat_mm.models.layers.neighborhood_attn`), computed
+Exact NATTEN 0.14 semantics (see :mod:`.neighborhood`), computed
 without gathering a ``k x k`` copy of the keys and values per query (the reference's
 ``(B, heads, H, W, k*k, c)`` tensors, 49x the size of ``k`` and ``v`` for ``k = 7``).
 
@@ -30,6 +30,8 @@ from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+
+from .choice import refuse
 
 #: Candidate query tile edges, per axis (any value >= 1 is exact; tiles may be rectangular).
 #: The tile of a map is the candidate pair with the least estimated cost: tiles x (queries x
@@ -194,9 +196,9 @@ def choose_tile(H: int, W: int, ks: int) -> Tuple[int, int]:
     return min(((ty, tx) for ty in TILE_CANDIDATES for tx in TILE_CANDIDATES), key=cost)
 
 
-def na2d_tiled(q, k, v, rpb, kernel_size: int, attn_drop: float = 0.0, training: bool = False,
-               return_attn: bool = False, tile: Union[int, Tuple[int, int]] = None):
-    """Neighbourhood attention by query tiles; same arguments and result as ``na2d_reference``.
+def na2d_tiled(q, k, v, rpb, kernel_size: int, tile: Union[int, Tuple[int, int]] = None):
+    """Neighbourhood attention by query tiles; the result of ``na2d_reference`` (no dropout,
+    no probabilities).
 
     ``tile``: query tile edge, or ``(Ty, Tx)`` (default: :func:`choose_tile`).
 
@@ -237,16 +239,20 @@ def na2d_tiled(q, k, v, rpb, kernel_size: int, attn_drop: float = 0.0, training:
     return out.permute(0, 3, 1, 2, 4)
 
 
-def check_na2d_tiled(q, k, v, rpb, kernel_size, attn_drop: float = 0.0, training: bool = False,
-                     return_attn: bool = False, **_):
-    """None when :func:`na2d_tiled` computes this call exactly, else why not."""
+def can_run_na2d_tiled(q, k, v, rpb, kernel_size, attn_drop: float = 0.0,
+                       training: bool = False, return_attn: bool = False,
+                       raise_error: bool = False) -> bool:
+    """Whether :func:`na2d_tiled` computes this call exactly; if not, the reason is logged at
+    debug level (or raised as a ``ValueError`` with ``raise_error``)."""
     if return_attn:
-        return 'return_attn asks for the per-query (k*k) probabilities'
-    if attn_drop > 0 and training:
-        return f'attention dropout ({attn_drop}) in training is only in the reference'
-    if not (q.is_floating_point() and k.is_floating_point() and v.is_floating_point()):
-        return f'needs floating point q/k/v, got {q.dtype}'
-    if q.dim() != 5 or min(q.shape[2:4]) < kernel_size or kernel_size % 2 == 0:
-        return (f'needs (B, heads, H, W, c) maps of at least the (odd) kernel size '
-                f'{kernel_size}, got {tuple(q.shape)} (the reference reports the error)')
-    return None
+        reason = 'return_attn asks for the per-query (k*k) probabilities'
+    elif attn_drop > 0 and training:
+        reason = f'attention dropout ({attn_drop}) in training is only in the reference'
+    elif not (q.is_floating_point() and k.is_floating_point() and v.is_floating_point()):
+        reason = f'needs floating point q/k/v, got {q.dtype}'
+    elif q.dim() != 5 or min(q.shape[2:4]) < kernel_size or kernel_size % 2 == 0:
+        reason = (f'needs (B, heads, H, W, c) maps of at least the (odd) kernel size '
+                  f'{kernel_size}, got {tuple(q.shape)} (the reference reports the error)')
+    else:
+        return True
+    return refuse('neighborhood', 'tiled', reason, raise_error)

@@ -12,6 +12,9 @@ from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from dat_mm.converters import (convert_backbone_state_dict, is_published_layout,
+                               load_backbone_weights)
+
 from ..layers import (ConvFFN, DATBlock, DeformableAttention2d, LayerNorm2d,
                       NeighborhoodAttention2d, TokenMLP, WindowAttention2d, drop_path_schedule,
                       overlapped_downsample, overlapped_stem, patch_downsample, patch_stem)
@@ -111,7 +114,6 @@ def _rename_published_keys(state_dict, prefix, local_metadata, strict, missing_k
     (:func:`dat_mm.converters.convert_backbone_state_dict`), so every loader takes them:
     mmengine's stock ``CheckpointHook`` paths, ``init_cfg``, a plain ``load_state_dict``.
     Keys with no place in dat_mm stay, and are reported as unexpected."""
-    from dat_mm.converters import convert_backbone_state_dict, is_published_layout
     keys = [k for k in state_dict if k.startswith(prefix)]
     own = {k[len(prefix):]: state_dict[k] for k in keys}
     if not is_published_layout(own):
@@ -152,7 +154,7 @@ class DAT(BaseModule):
             nothing to act on; accepted for the OpenMMLab backbone contract).
         with_cp: activation checkpointing per block while training.
         attn_backend: force an attention backend (``'reference'``, ...) for every block;
-            ``None`` chooses automatically (see ``dat_mm.models.layers.attention_backends``).
+            ``None`` chooses automatically (rules in :mod:`dat_mm.ops.choice`).
         ffn_recompute_act: the ConvFFN keeps its GELU input and recomputes the output in the
             backward pass (``None``: whenever exact; see :class:`ConvFFN` ``recompute_act``).
         channels_last: run the feature maps in ``torch.channels_last`` memory (the returned
@@ -315,7 +317,6 @@ class DAT(BaseModule):
         super().init_weights()
 
     def _load_pretrained(self, cfg: dict):
-        from dat_mm.converters import load_backbone_weights  # mmengine checkpoint I/O
         path = cfg.get('checkpoint')
         if path is None:
             raise ValueError("DAT init_cfg=dict(type='Pretrained') names no checkpoint; give "

@@ -13,9 +13,9 @@ Per layer (heads ``h``, head dim ``c = C/h``, offset groups ``g``), as docs/mode
    ``(q_coord - pos) / 2``; then ``proj_out``.
 
 The module owns the parameters (published names ``proj_{q,k,v,out}``, ``conv_offset``,
-``rpe_table``) and computes the sampling positions; the attention itself (logits, bias,
-softmax, weighted sum) is a function chosen by :mod:`attention_backends`, with
-``dmha_reference`` as the oracle.
+``rpe_table``) and computes the sampling positions; the attention itself (steps 6-8: logits,
+bias, softmax, weighted sum) is :func:`dat_mm.ops.dmha` (reference and fast path, chosen per
+call).
 
 Coordinates. DAT++ (``version=2``) uses ``ref = (i + 0.5) / (Hk - 1) * 2 - 1`` and query
 coordinates ``i / (H - 1) * 2 - 1``; v1 uses ``(i + 0.5) / n * 2 - 1`` for both. The DAT++
@@ -34,7 +34,7 @@ authors' code fails.
 
 Loading tables of another size. A v1 model built for another ``img_size`` (DAT-B 384 from the
 224 checkpoint) has larger tables; an incoming ``rpe_table`` with the same number of heads is
-resized bicubically on ``load_state_dict``, as the authors do (:mod:`position_tables`). DAT++
+resized bicubically on ``load_state_dict``, as the authors do (:mod:`dat_mm.ops.position_tables`). DAT++
 keeps the 224 tables at every resolution, so its checkpoints always match and nothing is
 resized.
 """
@@ -44,9 +44,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention_backends import dispatch, register_backend
+from dat_mm.ops import dmha, dmha_reference
+from dat_mm.ops.position_tables import GRID, resize_tables_on_load
+
 from .norm import LayerNorm2d
-from .position_tables import GRID, resize_tables_on_load
+from .tap import Tap
 
 
 def axis_coords(n: int, version: int, kind: str, dtype, device) -> torch.Tensor:
@@ -69,47 +71,6 @@ def grid_coords(h: int, w: int, version: int, kind: str, dtype, device) -> torch
     ys = axis_coords(h, version, kind, dtype, device)
     xs = axis_coords(w, version, kind, dtype, device)
     return torch.stack(torch.meshgrid(ys, xs, indexing='ij'), dim=-1)
-
-
-def deformable_rpe_bias(pos, q_coords, rpe_table):
-    """Deformable relative position bias, ``(B, heads, M, Ns)``.
-
-    Args:
-        pos: ``(B, g, Ns, 2)`` sampling positions, normalised ``(y, x)``.
-        q_coords: ``(M, 2)`` query coordinates, normalised ``(y, x)``.
-        rpe_table: ``(heads, Th, Tw)``; heads ``[j*h/g, (j+1)*h/g)`` belong to group ``j``.
-    """
-    B, g, Ns, _ = pos.shape
-    nh, th, tw = rpe_table.shape
-    M = q_coords.shape[0]
-    disp = (q_coords[None, None, :, None, :] - pos[:, :, None, :, :]) * 0.5  # (B, g, M, Ns, 2)
-    table = rpe_table.reshape(1, g, nh // g, th, tw).expand(B, -1, -1, -1, -1)
-    bias = F.grid_sample(table.reshape(B * g, nh // g, th, tw),
-                         disp.reshape(B * g, M, Ns, 2).flip(-1).to(table.dtype),
-                         mode='bilinear', align_corners=True)  # (B*g, h/g, M, Ns)
-    return bias.reshape(B, nh, M, Ns)
-
-
-def dmha_reference(q, k, v, pos, q_coords, rpe_table, scale: float, attn_drop: float = 0.0,
-                   training: bool = False, return_attn: bool = False):
-    """Deformable attention of all ``M`` queries against ``Ns`` sampled keys.
-
-    Args:
-        q: ``(B, heads, M, c)`` unscaled queries; k, v: ``(B, heads, Ns, c)``.
-        pos, q_coords, rpe_table: see :func:`deformable_rpe_bias` (``rpe_table`` may be None).
-    Returns:
-        ``(B, heads, M, c)`` (and the ``(B, heads, M, Ns)`` probabilities if asked).
-    """
-    logits = torch.matmul(q, k.transpose(-1, -2)) * scale
-    if rpe_table is not None:
-        logits = logits + deformable_rpe_bias(pos, q_coords, rpe_table).to(logits.dtype)
-    attn = logits.softmax(dim=-1)
-    attn_used = F.dropout(attn, attn_drop, training) if attn_drop > 0 else attn
-    out = torch.matmul(attn_used, v)
-    return (out, attn) if return_attn else out
-
-
-register_backend('deformable', 'reference', dmha_reference, priority=1000)
 
 
 class DeformableAttention2d(nn.Module):
@@ -165,8 +126,8 @@ class DeformableAttention2d(nn.Module):
                 partial(resize_tables_on_load, (('rpe_table', GRID),)), with_module=True)
         else:
             self.rpe_table = None
-        # Set by dat_mm's capture helpers; None costs nothing.
-        self._capture = None
+        # Shows pos / ref / attn / query_size to forward hooks while enabled (see forward).
+        self.tap = Tap()
 
     def sampling_positions(self, q: torch.Tensor):
         """Offsets -> (positions, reference points), both ``(B*g, Hk, Wk, 2)`` in ``(y, x)``."""
@@ -209,14 +170,15 @@ class DeformableAttention2d(nn.Module):
         pos = pos.reshape(B, g, Hk * Wk, 2)
         args = (q, k, v, pos, q_coords, self.rpe_table, self.scale)
         kwargs = dict(attn_drop=self.attn_drop, training=self.training)
-        if self._capture is not None:
+        if self.tap.enabled:
+            # The probabilities exist only in the reference path (same numbers as the fast
+            # paths within their tolerances): pos/ref (B, g, Hk, Wk, 2), attn (B, heads, H, W,
+            # Hk, Wk), query_size (H, W).
             out, attn = dmha_reference(*args, **kwargs, return_attn=True)
-            self._capture(self, dict(pos=pos.reshape(B, g, Hk, Wk, 2),
-                                     ref=ref.reshape(B, g, Hk, Wk, 2),
-                                     attn=attn.reshape(B, nh, H, W, Hk, Wk),
-                                     query_size=(H, W)))
+            self.tap(dict(pos=pos.reshape(B, g, Hk, Wk, 2), ref=ref.reshape(B, g, Hk, Wk, 2),
+                          attn=attn.reshape(B, nh, H, W, Hk, Wk), query_size=(H, W)))
         else:
-            out = dispatch('deformable', self.backend, *args, **kwargs)
+            out = dmha(*args, **kwargs, backend=self.backend)
         out = out.transpose(-1, -2).reshape(B, C, H, W)
         return self.proj_drop(self.proj_out(out))
 

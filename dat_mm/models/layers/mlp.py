@@ -4,7 +4,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from dat_mm.ops.gelu_conv1x1 import check_gelu_conv1x1, gelu_conv1x1, gelu_map
+from dat_mm.ops.gelu_conv1x1 import can_run_gelu_conv1x1, gelu_conv1x1, gelu_map
 
 from .residual_conv import ResidualDWConv2d
 
@@ -39,22 +39,22 @@ class ConvFFN(nn.Module):
         self.drop = nn.Dropout(drop)
         self.recompute_act = recompute_act
 
-    def _why_not_recompute(self, x: torch.Tensor) -> Optional[str]:
-        """None when the recompute function computes this training call exactly."""
+    def _can_recompute(self, x: torch.Tensor, raise_error: bool) -> bool:
+        """Whether the recompute function computes this training call exactly."""
         if self.training and self.drop.p > 0:
-            return f'dropout ({self.drop.p}) after the activation in training'
-        return check_gelu_conv1x1(x, self.linear2[0])
+            if raise_error:
+                raise ValueError(f'ConvFFN(recompute_act=True) cannot run this call: dropout '
+                                 f'({self.drop.p}) after the activation in training')
+            return False
+        return can_run_gelu_conv1x1(x, self.linear2[0], raise_error)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dwc(self.drop(self.linear1(x)))
         needs_backward = torch.is_grad_enabled() and (x.requires_grad or any(
             p.requires_grad for p in self.linear2.parameters()))
-        if needs_backward and self.recompute_act is not False:
-            why_not = self._why_not_recompute(x)
-            if why_not is None:
-                return gelu_conv1x1(x, self.linear2[0], self.act.approximate)
-            if self.recompute_act:
-                raise ValueError(f'ConvFFN(recompute_act=True) cannot run this call: {why_not}')
+        if (needs_backward and self.recompute_act is not False
+                and self._can_recompute(x, raise_error=bool(self.recompute_act))):
+            return gelu_conv1x1(x, self.linear2[0], self.act.approximate)
         # without a backward pass that needs it, the activation overwrites its input
         x = gelu_map(x, self.act.approximate, inplace=not x.requires_grad)
         return self.drop(self.linear2(x))

@@ -12,7 +12,7 @@ resolutions no padding happens and the result is exactly the authors'.
 
 A bias table of another window size with the same number of heads (a 224 checkpoint loaded
 into the 384 model, windows 7 -> 12) is resized bicubically on ``load_state_dict``, as the
-authors fine-tune at 384 (:mod:`position_tables`).
+authors fine-tune at 384 (:mod:`dat_mm.ops.position_tables`).
 """
 import math
 from functools import partial
@@ -21,18 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .position_tables import FLAT, resize_tables_on_load
-
-
-def relative_position_index(window: int, device=None) -> torch.Tensor:
-    """Swin's ``(w*w, w*w)`` index into the ``(2w-1)^2`` bias table.
-
-    On ``device``; ``None`` is the default device, so that the module's buffer, built with its
-    parameters, lands where they do (``with torch.device(...)`` construction included)."""
-    ar = torch.arange(window, device=device)
-    coords = torch.stack(torch.meshgrid(ar, ar, indexing='ij')).flatten(1)  # 2, w*w
-    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
-    return rel[..., 0] * (2 * window - 1) + rel[..., 1]
+from dat_mm.ops.position_tables import FLAT, relative_position_index, resize_tables_on_load
 
 
 def _region_ids(length: int, window: int, shift: int, device) -> torch.Tensor:

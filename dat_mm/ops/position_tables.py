@@ -21,11 +21,23 @@ from typing import Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-__all__ = ['GRID', 'FLAT', 'resize_position_table', 'can_resize_table', 'resize_tables_on_load']
+__all__ = ['GRID', 'FLAT', 'relative_position_index', 'resize_position_table', 'can_resize_table',
+           'resize_tables_on_load']
 
 GRID = 'grid'  # (heads, H, W): the deformable attention's rpe_table
 FLAT = 'flat'  # (H*W, heads), a square grid in row-major order: Swin's bias table
 _LAYOUTS = (GRID, FLAT)
+
+
+def relative_position_index(window: int, device=None) -> torch.Tensor:
+    """Swin's ``(w*w, w*w)`` index into the ``(2w-1)^2`` bias table.
+
+    On ``device``; ``None`` is the default device, so that the module's buffer, built with its
+    parameters, lands where they do (``with torch.device(...)`` construction included)."""
+    ar = torch.arange(window, device=device)
+    coords = torch.stack(torch.meshgrid(ar, ar, indexing='ij')).flatten(1)  # 2, w*w
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
+    return rel[..., 0] * (2 * window - 1) + rel[..., 1]
 
 
 def _square_side(rows: int) -> int:
