@@ -37,11 +37,10 @@ def _nhwc(*ts):
     return ts, False
 
 
-def gelu_map(x: torch.Tensor, approximate: str = 'none', inplace: bool = False) -> torch.Tensor:
+def gelu_map(x: torch.Tensor, approximate: str = 'none') -> torch.Tensor:
     """GELU of an NCHW map, on its NHWC view when it is ``channels_last``."""
     (v,), cl = _nhwc(x)
-    y = torch.ops.aten.gelu_(v, approximate=approximate) if inplace else \
-        F.gelu(v, approximate=approximate)
+    y = F.gelu(v, approximate=approximate)
     return y.permute(0, 3, 1, 2) if cl else y
 
 

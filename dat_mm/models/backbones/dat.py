@@ -90,20 +90,20 @@ def _check_int_arg(name: str, value, low: int, high: Optional[int] = None) -> in
 
 def _build_attention(kind: str, stage: StageSpec, arch: ArchSpec, fmap_size: int,
                      attn_drop: float, proj_drop: float, backend):
-    dim, heads = stage.dim, stage.num_heads
+    common = dict(dim=stage.dim, num_heads=stage.num_heads, attn_drop=attn_drop,
+                  proj_drop=proj_drop)
     if kind == 'neighborhood':
-        return NeighborhoodAttention2d(dim, heads, arch.na_kernel, attn_drop, proj_drop,
-                                       backend=backend)
+        return NeighborhoodAttention2d(kernel_size=arch.na_kernel, backend=backend, **common)
     if kind == 'deformable':
         return DeformableAttention2d(
-            dim, heads, stage.groups, stage.stride, stage.offset_kernel,
-            stage.offset_range_factor, stage.use_pe, (fmap_size, fmap_size), arch.version,
-            attn_drop, proj_drop, backend=backend)
+            groups=stage.groups, stride=stage.stride, offset_kernel=stage.offset_kernel,
+            offset_range_factor=stage.offset_range_factor, use_pe=stage.use_pe,
+            table_size=(fmap_size, fmap_size), version=arch.version, backend=backend,
+            **common)
     if kind == 'window':
-        return WindowAttention2d(dim, heads, arch.window_size, 0, attn_drop, proj_drop)
+        return WindowAttention2d(window_size=arch.window_size, shift=0, **common)
     if kind == 'shifted_window':
-        return WindowAttention2d.shifted(dim, heads, arch.window_size, attn_drop=attn_drop,
-                                         proj_drop=proj_drop)
+        return WindowAttention2d.shifted(window_size=arch.window_size, **common)
     raise ValueError(f'unknown block kind {kind!r}')
 
 
@@ -219,10 +219,12 @@ class DAT(BaseModule):
                 attn = _build_attention(kind, stage, spec, fmap, attn_drop_rate, drop_rate,
                                         attn_backend)
                 if spec.conv_ffn:
-                    mlp = ConvFFN(stage.dim, spec.mlp_ratio, drop_rate, ffn_recompute_act)
+                    mlp = ConvFFN(stage.dim, ratio=spec.mlp_ratio, drop=drop_rate,
+                                  recompute_act=ffn_recompute_act)
                 else:
-                    mlp = TokenMLP(stage.dim, spec.mlp_ratio, drop_rate)
-                blocks.append(DATBlock(stage.dim, attn, mlp, dpr[i][j], use_lpu=spec.lpu))
+                    mlp = TokenMLP(stage.dim, ratio=spec.mlp_ratio, drop=drop_rate)
+                blocks.append(DATBlock(stage.dim, attn, mlp, drop_path=dpr[i][j],
+                                       use_lpu=spec.lpu))
             self.stages.append(DATStage(blocks, with_cp))
             fmap //= 2
         self.norms = nn.ModuleList(

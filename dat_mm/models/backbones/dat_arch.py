@@ -6,8 +6,8 @@ specs are accepted too (``'N'`` neighbourhood, ``'D'`` deformable, ``'L'`` windo
 shifted window), and a stage's ``blocks`` pattern repeats to fill its depth (``'ND'`` with depth
 18 is ``[N D] * 9``).
 """
-from dataclasses import dataclass, field, fields
-from typing import Dict, Tuple, Union
+from dataclasses import dataclass, fields
+from typing import Tuple, Union
 
 BLOCK_LETTERS = {'N': 'neighborhood', 'D': 'deformable', 'L': 'window', 'S': 'shifted_window'}
 BLOCK_KINDS = tuple(BLOCK_LETTERS.values())
@@ -38,7 +38,6 @@ class ArchSpec:
     lpu: bool = None                   # defaults by version: DAT++ has LPU, ConvFFN and the
     conv_ffn: bool = None              # overlapped stem / 3x3 down projections, v1 has none
     overlapped_stem: bool = None
-    extra: Dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
         for name in ('lpu', 'conv_ffn', 'overlapped_stem'):
@@ -94,7 +93,7 @@ ARCH_ALIASES = {
 }
 
 _STAGE_KEYS = {f.name for f in fields(StageSpec)}
-_ARCH_KEYS = {f.name for f in fields(ArchSpec)} - {'extra'}
+_ARCH_KEYS = {f.name for f in fields(ArchSpec)}
 
 
 def _expand_blocks(blocks: Union[str, list, tuple], depth: int, where: str) -> Tuple[str, ...]:

@@ -7,13 +7,12 @@ from .embed import overlapped_downsample, overlapped_stem, patch_downsample, pat
 from .mlp import ConvFFN, TokenMLP
 from .neighborhood_attn import NeighborhoodAttention2d
 from .norm import LayerNorm2d
-from .residual_conv import ResidualDWConv2d
 from .tap import Tap
 from .window_attn import WindowAttention2d
 
 __all__ = [
     'DATBlock', 'DeformableAttention2d', 'grid_coords', 'DropPath', 'drop_path_schedule',
     'overlapped_downsample', 'overlapped_stem', 'patch_downsample', 'patch_stem', 'ConvFFN',
-    'TokenMLP', 'NeighborhoodAttention2d', 'LayerNorm2d', 'ResidualDWConv2d', 'Tap',
+    'TokenMLP', 'NeighborhoodAttention2d', 'LayerNorm2d', 'Tap',
     'WindowAttention2d'
 ]

@@ -7,22 +7,9 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Zero whole samples of a residual branch with probability ``p``; scale the rest by 1/(1-p)."""
     if p == 0.0 or not training:
         return x
-    return x * _sample_mask(x, p)
-
-
-def _sample_mask(x: torch.Tensor, p: float) -> torch.Tensor:
-    """``(B, 1, ...)``: ``1 / (1 - p)`` for kept samples, 0 for dropped ones."""
     keep = 1.0 - p
-    return x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep).div_(keep)
-
-
-def add_drop_path(x: torch.Tensor, branch: torch.Tensor, p: float, training: bool
-                  ) -> torch.Tensor:
-    """``x + drop_path(branch)`` in one pass (``addcmul`` with the per-sample mask; autograd keeps
-    only the mask, as for the two-step form)."""
-    if p == 0.0 or not training:
-        return x + branch
-    return torch.addcmul(x, branch, _sample_mask(branch, p))
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep).div_(keep)
+    return x * mask
 
 
 class DropPath(nn.Module):
@@ -35,10 +22,6 @@ class DropPath(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return drop_path(x, self.p, self.training)
-
-    def residual(self, x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
-        """``x + self(branch)``, fused (see :func:`add_drop_path`)."""
-        return add_drop_path(x, branch, self.p, self.training)
 
     def extra_repr(self) -> str:
         return f'p={self.p:.3f}'

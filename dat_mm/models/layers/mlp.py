@@ -4,9 +4,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from dat_mm.ops.gelu_conv1x1 import can_run_gelu_conv1x1, gelu_conv1x1, gelu_map
-
-from .residual_conv import ResidualDWConv2d
+from dat_mm.ops.gelu_conv1x1 import can_run_gelu_conv1x1, gelu_conv1x1
 
 
 class ConvFFN(nn.Module):
@@ -15,12 +13,10 @@ class ConvFFN(nn.Module):
     The depth-wise conv is a residual *before* the activation. Parameter names follow the
     published checkpoints (``linear1.0``, ``dwc``, ``linear2.0``).
 
-    Computed as: ``dwc`` is a :class:`ResidualDWConv2d` (the residual folded into the
-    convolution, so its forward hooks see ``h + DWConv(h)``); GELU runs on the NHWC view of
-    ``channels_last`` maps, in place when no backward pass needs its input. With autograd, the
-    GELU and ``linear2`` run as one function that keeps the GELU's input and recomputes its
-    output in the backward pass (:mod:`dat_mm.ops.gelu_conv1x1`): one ``rC`` map less per
-    block, bit-identical results; forward hooks on ``act`` and ``linear2`` do not fire then.
+    With autograd, the GELU and ``linear2`` run as one function that keeps the GELU's input
+    and recomputes its output in the backward pass (:mod:`dat_mm.ops.gelu_conv1x1`): one
+    ``rC`` map less per block in training memory, bit-identical results; forward hooks on
+    ``act`` and ``linear2`` do not fire then.
 
     Args:
         recompute_act: that function with autograd. ``None`` (default): whenever it computes
@@ -33,31 +29,31 @@ class ConvFFN(nn.Module):
         super().__init__()
         hidden = dim * ratio
         self.linear1 = nn.Sequential(nn.Conv2d(dim, hidden, 1))
-        self.dwc = ResidualDWConv2d(hidden, 3)
+        self.dwc = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden)
         self.act = nn.GELU()
         self.linear2 = nn.Sequential(nn.Conv2d(hidden, dim, 1))
         self.drop = nn.Dropout(drop)
         self.recompute_act = recompute_act
 
-    def _can_recompute(self, x: torch.Tensor, raise_error: bool) -> bool:
-        """Whether the recompute function computes this training call exactly."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop(self.linear1(x))
+        x = x + self.dwc(x)
+        if self._recompute(x):
+            return gelu_conv1x1(x, self.linear2[0], self.act.approximate)
+        return self.drop(self.linear2(self.act(x)))
+
+    def _recompute(self, x: torch.Tensor) -> bool:
+        """Whether this call runs the recompute function (see ``recompute_act``)."""
+        needs_backward = torch.is_grad_enabled() and (x.requires_grad or any(
+            p.requires_grad for p in self.linear2.parameters()))
+        if not needs_backward or self.recompute_act is False:
+            return False
         if self.training and self.drop.p > 0:
-            if raise_error:
+            if self.recompute_act:
                 raise ValueError(f'ConvFFN(recompute_act=True) cannot run this call: dropout '
                                  f'({self.drop.p}) after the activation in training')
             return False
-        return can_run_gelu_conv1x1(x, self.linear2[0], raise_error)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.dwc(self.drop(self.linear1(x)))
-        needs_backward = torch.is_grad_enabled() and (x.requires_grad or any(
-            p.requires_grad for p in self.linear2.parameters()))
-        if (needs_backward and self.recompute_act is not False
-                and self._can_recompute(x, raise_error=bool(self.recompute_act))):
-            return gelu_conv1x1(x, self.linear2[0], self.act.approximate)
-        # without a backward pass that needs it, the activation overwrites its input
-        x = gelu_map(x, self.act.approximate, inplace=not x.requires_grad)
-        return self.drop(self.linear2(x))
+        return can_run_gelu_conv1x1(x, self.linear2[0], raise_error=bool(self.recompute_act))
 
 
 class TokenMLP(nn.Module):

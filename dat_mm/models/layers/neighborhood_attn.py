@@ -11,27 +11,6 @@ import torch.nn.functional as F
 from dat_mm.ops import na2d
 
 
-class ScaledQKV(nn.Linear):
-    """``Linear(C, 3C)`` whose query third comes out multiplied by ``scale``.
-
-    The scale is applied to the query rows of the weight and bias (``3C x C`` numbers) instead
-    of to the queries (a map): equal to ``qkv(x)[..., :C] * scale`` up to rounding, one pass
-    over the map less forward and backward. Parameters are those of the plain ``nn.Linear``.
-    """
-
-    def __init__(self, dim: int, scale: float):
-        super().__init__(dim, 3 * dim)
-        self.scale = scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.weight.new_ones(self.out_features)
-        s[:self.in_features] = self.scale
-        return F.linear(x, self.weight * s[:, None], self.bias * s)
-
-    def extra_repr(self) -> str:
-        return f'{super().extra_repr()}, query_scale={self.scale:.4g}'
-
-
 class NeighborhoodAttention2d(nn.Module):
     """NA block attention on NCHW maps (published parameter names ``qkv``, ``rpb``, ``proj``).
 
@@ -53,7 +32,7 @@ class NeighborhoodAttention2d(nn.Module):
         self.kernel_size = kernel_size
         self.attn_drop = attn_drop
         self.backend = backend
-        self.qkv = ScaledQKV(dim, self.scale)
+        self.qkv = nn.Linear(dim, 3 * dim)
         self.rpb = nn.Parameter(torch.zeros(num_heads, 2 * kernel_size - 1, 2 * kernel_size - 1))
         nn.init.trunc_normal_(self.rpb, std=0.02, a=-2.0, b=2.0)
         self.proj = nn.Linear(dim, dim)
@@ -72,6 +51,7 @@ class NeighborhoodAttention2d(nn.Module):
         H, W = x.shape[1:3]
         qkv = self.qkv(x).reshape(B, H, W, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(3, 0, 4, 1, 2, 5).unbind(0)
+        q = q * self.scale
         out = na2d(q, k, v, self.rpb, ks, self.attn_drop, self.training, self.backend)
         out = out.permute(0, 2, 3, 1, 4).reshape(B, H, W, C)[:, :H0, :W0]
         return self.proj_drop(self.proj(out)).permute(0, 3, 1, 2)

@@ -73,7 +73,8 @@ class WindowAttention2d(nn.Module):
 
     @classmethod
     def shifted(cls, dim: int, num_heads: int, window_size: int = 7, **kwargs):
-        return cls(dim, num_heads, window_size, shift=math.ceil(window_size / 2), **kwargs)
+        return cls(dim, num_heads, window_size=window_size, shift=math.ceil(window_size / 2),
+                   **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H0, W0 = x.shape
