@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from dat_mm import DAT
+from dat_mm.apis import build_model_from_config
 
 from published_layout import to_published
 
@@ -47,7 +48,7 @@ def published_classifier(model):
 
 
 def build(config):
-    return tool.build_model(config).eval()
+    return build_model_from_config(config).eval()
 
 
 def randomize(model):

@@ -16,8 +16,6 @@ from dat_mm.visualization import (capture_deformable, deformable_blocks, find_ba
                                   to_image_pixels, to_map_pixels)
 from dat_mm.visualization.draw import draw_sampling_points, group_colors
 
-from published_layout import published_state
-
 ROOT = Path(__file__).resolve().parents[1]
 
 # A small DAT++: every deformable setting of the published models (groups > 1, strides 4/2/1,
@@ -171,28 +169,47 @@ def test_attention_is_a_distribution_and_reproduces_the_block_output():
         rec.query_attention(H, 0)
 
 
-def test_capture_restores_hooks_and_costs_nothing_outside():
+def test_capture_restores_taps_and_costs_nothing_outside():
     model = _small_pp()
     mods = [m for m in model.modules() if isinstance(m, DeformableAttention2d)]
-    assert all(m._capture is None for m in mods)
+    assert not any(m.tap.enabled for m in mods)
     x = torch.randn(1, 3, 32, 32)
     with pytest.raises(RuntimeError, match='boom'):
-        with capture_deformable(model):
-            assert all(m._capture is not None for m in mods)
+        with capture_deformable(model) as failed:
+            assert all(m.tap.enabled for m in mods)
             raise RuntimeError('boom')
-    assert all(m._capture is None for m in mods)
-    # Nested captures both record; the inner one restores the outer hook.
+    assert not any(m.tap.enabled for m in mods)
+    # Nested captures both record; the inner one leaves the outer one's tap on.
     with torch.no_grad(), capture_deformable(model, 'last') as outer:
         with capture_deformable(model, (2, 1), attention=False) as inner:
             model(x)
-        assert model.stages[2].blocks[1].attn._capture is not None
+        assert model.stages[2].blocks[1].attn.tap.enabled
+        assert not model.stages[2].blocks[0].attn.tap.enabled
         model(x)
-    assert all(m._capture is None for m in mods)
+    assert not any(m.tap.enabled for m in mods)
     assert len(inner) == 1 and inner[0].attn is None and len(outer) == 2
+    # The hooks are gone: a tap switched on by hand afterwards reaches none of the captures.
+    seen = []
+    tap = model.stages[2].blocks[1].attn.tap
+    tap.enabled = True
+    handle = tap.register_forward_hook(lambda mod, args, out: seen.append(out['attn'].shape))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+        tap.enabled = False
+    assert seen == [(1, 4, 2, 2, 2, 2)]
+    assert len(inner) == 1 and len(outer) == 2 and len(failed) == 0
     with pytest.raises(ValueError, match='attention=False'):
         inner[0].received_attention()
     with pytest.raises(KeyError, match='not chosen'):
         inner[2, 0]
+    # A tap enabled by someone else stays enabled after a capture of its block.
+    tap.enabled = True
+    with capture_deformable(model, (2, 1)):
+        pass
+    assert tap.enabled
 
 
 def test_capture_finds_the_backbone_inside_a_model():
@@ -378,24 +395,112 @@ def test_tool_classifier_png_of_the_image_size(tmp_path, cls_config):
     _check_png(out2, (64, 64))
 
 
-def test_tool_maps_the_test_pipeline_back_to_the_image(tmp_path, cls_config):
-    """ResizeEdge(80) + CenterCrop(64) on a 101x75 image: view pixel (x, y) comes from image
-    pixel ((x + crop_x) / sx, (y + crop_y) / sy), with the scale and crop the transforms used."""
+def _marker_image(path, h=90, w=120, box=(30, 20, 38, 26)):
+    """A white rectangle (x0, y0, x1, y1: pixels x0..x1-1, y0..y1-1) on black; its centre
+    ((x0 + x1) / 2, (y0 + y1) / 2) in continuous pixel coordinates is the known point."""
+    from PIL import Image
+    img = np.zeros((h, w, 3), np.uint8)
+    x0, y0, x1, y1 = box
+    img[y0:y1, x0:x1] = 255
+    Image.fromarray(img).save(path)
+    return str(path), np.array([(x0 + x1) / 2, (y0 + y1) / 2])
+
+
+def _centroid(view):
+    """Brightness-weighted centre (x, y) of the marker in an image, pixel k centred at k + .5."""
+    weight = view.astype(np.float64).mean(-1)
+    yy, xx = np.mgrid[:weight.shape[0], :weight.shape[1]] + 0.5
+    return np.array([(xx * weight).sum(), (yy * weight).sum()]) / weight.sum()
+
+
+def _keep_ratio(w, h, long_edge, short_edge):
+    """mmcv's Resize(keep_ratio=True) output size: a common factor, rounded half up."""
+    s = min(long_edge / max(w, h), short_edge / min(w, h))
+    return int(w * s + 0.5), int(h * s + 0.5)
+
+
+def _map_with(tool, scope, pipeline, image):
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
+    pytest.importorskip(scope)
+    with DefaultScope.overwrite_default_scope(scope):
+        return tool.run_pipeline(Config(dict(test_pipeline=pipeline)), image)
+
+
+def test_geometry_mmdet_resize_flip_pad(tmp_path):
+    """mmdet's Resize / RandomFlip record homography_matrix; Pad (bottom/right) moves nothing."""
+    tool = _tool()
+    image, point = _marker_image(tmp_path / 'marker.png')
+    pipeline = [dict(type='LoadImageFromFile'),
+                dict(type='Resize', scale=(200, 120), keep_ratio=True),
+                dict(type='RandomFlip', prob=1.0),
+                dict(type='Pad', size_divisor=32),
+                dict(type='PackDetInputs')]
+    data, loaded, view, geo = _map_with(tool, 'mmdet', pipeline, image)
+    rw, rh = _keep_ratio(120, 90, 200, 120)  # 160 x 120
+    assert view.shape[:2] == (128, 160) and data['inputs'].shape[-2:] == (128, 160)
+    expect = np.array([rw - point[0] * rw / 120, point[1] * rh / 90])  # flipped horizontally
+    np.testing.assert_allclose(geo.to_view(point), expect, atol=1e-6)
+    np.testing.assert_allclose(geo.to_orig(expect), point, atol=1e-6)
+    np.testing.assert_allclose(_centroid(view), expect, atol=0.2)
+
+
+def test_geometry_mmseg_resize_and_vertical_flip(tmp_path):
+    """mmseg's pipelines use mmcv's Resize (scale_factor) and RandomFlip (flip, direction)."""
+    tool = _tool()
+    image, point = _marker_image(tmp_path / 'marker.png')
+    pipeline = [dict(type='LoadImageFromFile'),
+                dict(type='Resize', scale=(160, 100), keep_ratio=True),
+                dict(type='RandomFlip', prob=1.0, direction='vertical'),
+                dict(type='PackSegInputs')]
+    data, loaded, view, geo = _map_with(tool, 'mmseg', pipeline, image)
+    rw, rh = _keep_ratio(120, 90, 160, 100)  # 133 x 100
+    assert view.shape[:2] == (rh, rw)
+    expect = np.array([point[0] * rw / 120, rh - point[1] * rh / 90])
+    np.testing.assert_allclose(geo.to_view(point), expect, atol=1e-6)
+    np.testing.assert_allclose(_centroid(view), expect, atol=0.2)
+
+
+def test_geometry_mmpretrain_resize_edge_center_crop(tmp_path):
+    """ResizeEdge records scale_factor; mmcv's CenterCrop records only the new shape, so the
+    tool takes the offset it computes from the shapes: half the margin."""
+    tool = _tool()
+    image, point = _marker_image(tmp_path / 'marker.png', h=75, w=101, box=(24, 30, 32, 36))
+    pipeline = [dict(type='LoadImageFromFile'),
+                dict(type='ResizeEdge', scale=80, edge='short', backend='pillow',
+                     interpolation='bicubic'),
+                dict(type='CenterCrop', crop_size=64),
+                dict(type='PackInputs')]
+    data, loaded, view, geo = _map_with(tool, 'mmpretrain', pipeline, image)
+    rw, rh = int(80 * 101 / 75), 80  # short edge (height) to 80: 107 x 80
+    assert loaded.shape[:2] == (75, 101) and view.shape[:2] == (64, 64)
+    expect = np.array([point[0] * rw / 101 - (rw - 64) / 2, point[1] * rh / 75 - (rh - 64) / 2])
+    # Python rounds the half-pixel margin (107 - 64) / 2 = 21.5 to 22.
+    expect[0] -= 0.5
+    np.testing.assert_allclose(geo.to_view(point), expect, atol=1e-6)
+    np.testing.assert_allclose(_centroid(view), expect, atol=0.2)
+
+
+@pytest.mark.parametrize('step, name', [
+    (dict(type='RandomCrop', crop_size=64), 'RandomCrop'),
+    (dict(type='Rotate', angle=30.0, prob=1.0, random_negative_prob=0.0), 'Rotate'),
+])
+def test_geometry_not_recorded_is_a_clear_error(tmp_path, capsys, step, name):
+    """A transform that moves pixels and records nothing cannot be mapped back: the tool says
+    which one, and draws on the model's view when asked to."""
+    pytest.importorskip('mmpretrain')
+    cfg = tmp_path / 'cls_crop.py'
+    cfg.write_text(CLS_CONFIG.format(arch=repr(SMALL_PP), last=2).replace(
+        "dict(type='CenterCrop', crop_size=64)", repr(step)))
     tool = _tool()
     image = _image(tmp_path / 'shapes.png')
-    cfg = Config.fromfile(cls_config)
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        data, loaded, view, geo = tool.run_pipeline(cfg, image)
-    sx, sy = data['data_samples'].metainfo['scale_factor']
-    rw, rh = round(101 * sx), round(75 * sy)
-    assert rh == 80 and view.shape[:2] == (64, 64) and loaded.shape[:2] == (75, 101)
-    cx, cy = round((rw - 64) / 2), round((rh - 64) / 2)
-    corners = np.array([[0.0, 0.0], [64.0, 64.0], [10.5, 20.5]])
-    expect = (corners + [cx, cy]) / [sx, sy]
-    np.testing.assert_allclose(geo.to_orig(corners), expect, atol=1e-6)
-    np.testing.assert_allclose(geo.to_view(expect), corners, atol=1e-6)
+    out = tmp_path / 'x.png'
+    assert tool.main([str(cfg), image, '--out', str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f'test pipeline step {name} changed the image geometry' in err, err
+    assert '--model-view' in err and not out.exists()
+    assert tool.main([str(cfg), image, '--model-view', '--out', str(out)]) == 0
+    assert out.exists()
 
 
 def test_tool_detector_png_with_checkpoint(tmp_path, det_config):
@@ -476,37 +581,3 @@ def test_tool_on_the_project_configs(tmp_path, config, pipeline):
                                            '--query', '40,30', '--out', str(out)]))
     assert (info['stage'], info['block']) == (2, 17) and info['groups'] == 4
     _check_png(out, (120, 90))
-
-
-def test_tool_loads_whole_model_and_published_checkpoints(tmp_path, cls_config):
-    from mmengine.config import Config
-    from mmengine.registry import DefaultScope
-    tool = _tool()
-    cfg = Config.fromfile(cls_config)
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        torch.manual_seed(1)
-        trained = tool.build_model(cfg)
-        torch.manual_seed(2)
-        fresh = tool.build_model(cfg)
-    state = trained.state_dict()
-    ckpt = tmp_path / 'epoch_1.pth'  # a Runner-like checkpoint: meta + state_dict
-    torch.save({'meta': {'epoch': 1}, 'state_dict': state}, ckpt)
-    note = tool.load_weights(fresh, str(ckpt))
-    assert 'epoch_1.pth' in note
-    for k, v in fresh.state_dict().items():
-        torch.testing.assert_close(v, state[k], rtol=0, atol=0)
-    # The authors' layout (ImageNet 'model' dict, 'cls_head', '.norm' wrappers) is converted
-    # on the fly.
-    # (the published cls_norm is the 4th stage's norm; this arch has 3 stages and its
-    # output norm keeps its LayerNorm init in both models)
-    backbone_state = {k[len('backbone.'):]: v for k, v in state.items()
-                      if k.startswith('backbone.') and not k.startswith('backbone.norms.')}
-    published = published_state(backbone_state, version=2, head=trained.head.fc)
-    pub = tmp_path / 'published.pth'
-    torch.save({'model': published}, pub)
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        torch.manual_seed(3)
-        other = tool.build_model(cfg)
-    tool.load_weights(other, str(pub))
-    for k, v in other.state_dict().items():
-        torch.testing.assert_close(v, state[k], rtol=0, atol=0)

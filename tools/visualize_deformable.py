@@ -14,19 +14,24 @@ backbone runs once, the sampling positions of the chosen deformable block are ca
 The PNG shows IMAGE at its own size with the sampling points of every offset group (colour =
 group), each sized by the attention it receives averaged over all queries (area proportional to
 the weight); with ``--query X,Y`` (pixels of IMAGE) the query's cell is marked and the points
-are sized by that query's attention. When the test pipeline transforms the image in a way that
-cannot be mapped back (anything but resizing, padding, cropping, flipping), or with
-``--model-view``, the picture is the image the model saw, at the pipeline's output size.
+are sized by that query's attention. The way back from network-input pixels to IMAGE is read
+from what the pipeline's transforms record (``homography_matrix``, ``scale_factor``, ``flip``,
+``pad_shape``; see :func:`step_matrix`); a step that moves pixels without recording how stops
+the tool with an error naming it. With ``--model-view`` the picture is the image the model saw,
+at the pipeline's output size (no mapping needed).
 """
 import argparse
 import copy
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
+
+from dat_mm.apis import build_model_from_config
+from dat_mm.apis import load_model_weights as load_weights
 
 DESCRIPTION = __doc__.split('\n\n')[0]
 
@@ -91,71 +96,6 @@ def parse_args(argv=None):
     return args
 
 
-# -- model -------------------------------------------------------------------------------------
-def build_model(cfg):
-    """The config's model (with its top-level ``data_preprocessor``, as the runner does)."""
-    from mmengine.registry import MODELS
-    model_cfg = copy.deepcopy(cfg.get('model'))
-    if model_cfg is None:
-        raise ValueError('the config defines no model')
-    if cfg.get('data_preprocessor') is not None:
-        model_cfg.setdefault('data_preprocessor', copy.deepcopy(cfg.data_preprocessor))
-    return MODELS.build(model_cfg)
-
-
-def _load_file(path: str):
-    """Through dat_mm's safe loader (Runner checkpoints load; pickled code, TorchScript and
-    forged state are refused with an error naming the file)."""
-    from dat_mm.checkpoint import load_checkpoint
-    return load_checkpoint(path, map_location='cpu')
-
-
-def load_weights(model, path: str) -> str:
-    """Load a checkpoint into ``model``: a whole-model state dict (dat_mm / OpenMMLab 2.0
-    layout), a backbone-only state dict, or the authors' published checkpoints (converted).
-    Returns a one-line description; raises if no backbone weight fits."""
-    from dat_mm.converters import (check_state_dict_fits, convert_published_checkpoint,
-                                   is_published_layout, state_dict_of)
-    from dat_mm.visualization import find_backbone
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'checkpoint not found: {path}')
-    ckpt = _load_file(path)
-    try:
-        state = state_dict_of(ckpt, path)
-    except TypeError as e:
-        raise ValueError(str(e)) from None
-    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
-    backbone = find_backbone(model)
-    whole = any(k.startswith('backbone.') for k in state)
-    bb_state = {k[len('backbone.'):]: v for k, v in state.items()
-                if k.startswith('backbone.')} if whole else state
-    if is_published_layout(bb_state):
-        if whole:
-            state = convert_published_checkpoint({'state_dict': state})
-        else:
-            state = convert_published_checkpoint({'model': state})
-            whole = any(k.startswith('backbone.') for k in state)
-        bb_state = {k[len('backbone.'):]: v for k, v in state.items()
-                    if k.startswith('backbone.')} if whole else state
-    # The backbone must fit exactly (output norms may differ between task models).
-    check_state_dict_fits(backbone, bb_state, allow_missing=('norms.',),
-                          allow_unexpected=('norms.',))
-    if whole:
-        own = model.state_dict()
-        fitting = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
-        model.load_state_dict(fitting, strict=False)
-        skipped = len(state) - len(fitting)
-        missing = len([k for k in own if k not in fitting])
-        note = f' ({skipped} keys not used, {missing} model keys not in it)' \
-            if skipped or missing else ''
-    else:
-        own = backbone.state_dict()
-        backbone.load_state_dict({k: v for k, v in bb_state.items() if k in own}, strict=False)
-        note = ' (backbone only)'
-    return f'checkpoint {os.path.basename(path)}{note}'
-
-
 # -- data --------------------------------------------------------------------------------------
 def test_pipeline_cfg(cfg) -> list:
     """The test pipeline of a config (``test_dataloader``, then ``val_dataloader``, then a
@@ -182,46 +122,98 @@ def test_pipeline_cfg(cfg) -> list:
 
 @dataclass
 class Geometry:
-    """Per axis ``orig = a * view + b`` (continuous pixel coordinates), from the model's view
-    (the test pipeline's output image) to the loaded image; ``None`` when not invertible."""
-    ax: float = 1.0
-    bx: float = 0.0
-    ay: float = 1.0
-    by: float = 0.0
-    known: bool = True
+    """How the test pipeline moved pixels: ``matrix`` (3x3) maps continuous pixel coordinates
+    ``(x, y, 1)`` of the loaded image (pixel ``k`` spans ``[k, k + 1)``) to those of the model's
+    view (the pipeline's output image, which the data preprocessor only pads at the bottom and
+    right: view pixels are network-input pixels). ``None`` when a step's effect cannot be
+    recovered from what the transforms recorded; ``why`` then names that step."""
+    matrix: Optional[np.ndarray] = field(default_factory=lambda: np.eye(3))
     why: str = ''
 
-    def then(self, ax, bx, ay, by):
-        """Prepend a step ``prev_view = a * new_view + b``."""
-        self.bx, self.ax = self.ax * bx + self.bx, self.ax * ax
-        self.by, self.ay = self.ay * by + self.by, self.ay * ay
+    @property
+    def known(self) -> bool:
+        return self.matrix is not None
 
-    def to_orig(self, xy: np.ndarray) -> np.ndarray:
-        return np.stack([xy[..., 0] * self.ax + self.bx, xy[..., 1] * self.ay + self.by], -1)
+    @staticmethod
+    def _apply(m: np.ndarray, xy: np.ndarray) -> np.ndarray:
+        xy = np.asarray(xy, dtype=np.float64)
+        p = xy @ m[:2, :2].T + m[:2, 2]
+        w = xy @ m[2, :2] + m[2, 2]
+        return p / w[..., None]
 
     def to_view(self, xy: np.ndarray) -> np.ndarray:
-        return np.stack([(xy[..., 0] - self.bx) / self.ax, (xy[..., 1] - self.by) / self.ay], -1)
+        """``(..., 2)`` loaded-image ``(x, y)`` -> model-view ``(x, y)``."""
+        return self._apply(self.matrix, xy)
+
+    def to_orig(self, xy: np.ndarray) -> np.ndarray:
+        """``(..., 2)`` model-view ``(x, y)`` -> loaded-image ``(x, y)``."""
+        return self._apply(np.linalg.inv(self.matrix), xy)
+
+    def orig_pixels_per_view_pixel(self) -> Tuple[float, float]:
+        inv = np.linalg.inv(self.matrix)[:2, :2]
+        return float(np.hypot(*inv[:, 0])), float(np.hypot(*inv[:, 1]))
 
 
-def _find_crop(prev: np.ndarray, new: np.ndarray, hint=None) -> Optional[Tuple[int, int]]:
-    H, W = prev.shape[:2]
-    h, w = new.shape[:2]
-    cands = []
-    if hint is not None:
-        cands.append((int(hint[1]), int(hint[0])))
-    for oy in sorted({(H - h) // 2, (H - h + 1) // 2, int(round((H - h) / 2))}):
-        for ox in sorted({(W - w) // 2, (W - w + 1) // 2, int(round((W - w) / 2))}):
-            cands.append((oy, ox))
-    cands += [(0, 0), (H - h, W - w)]
-    for oy, ox in cands:
-        if 0 <= oy <= H - h and 0 <= ox <= W - w and \
-                np.array_equal(prev[oy:oy + h, ox:ox + w], new):
-            return oy, ox
-    return None
+# Transforms that move pixels without changing the image size: they must record what they did.
+_SIZE_KEEPING_GEOMETRY = ('Flip', 'Rot', 'Shear', 'Translate', 'Affine', 'Perspective', 'Shift')
+
+
+def step_matrix(transform, before: dict, after: dict) -> np.ndarray:
+    """The 3x3 map from the image before one pipeline step to the image after it, from what the
+    OpenMMLab transforms record (``before`` is a shallow copy of the results taken before the
+    step, so a key the step wrote is a new object):
+
+    * ``homography_matrix`` (mmdet's transforms: the cumulative original -> current map): the
+      step is its change;
+    * ``flip`` / ``flip_direction`` of an mmcv ``RandomFlip`` (and subclasses), which writes
+      its choice on every call;
+    * ``scale_factor`` ``(w_scale, h_scale)`` written by the step (``Resize``, ``ResizeEdge``,
+      ``RandomResize``, ...: relative to the step's input);
+    * ``pad_shape`` written by a step that grew the image (``Pad``: bottom / right padding);
+    * mmcv's ``CenterCrop`` (mmpretrain and mmseg use it) records only the new shape; its offset
+      follows from the shapes as it computes it: ``round((W - w) / 2)`` (Python's rounding),
+      0 where the crop was larger than the image and padded.
+
+    A step that keeps the size and records nothing is taken as pixel-wise (normalisation, colour)
+    unless its name says it moves pixels (flip, rotation, shear, ...). Anything else raises
+    ``ValueError`` naming the transform.
+    """
+    from mmcv.transforms import CenterCrop, RandomFlip
+    name = type(transform).__name__
+    (H, W), (h, w) = before['img'].shape[:2], after['img'].shape[:2]
+    hm0, hm1 = before.get('homography_matrix'), after.get('homography_matrix')
+    if hm1 is not None and (hm0 is None or not np.array_equal(hm0, hm1)):
+        prev = np.eye(3) if hm0 is None else np.asarray(hm0, np.float64)
+        return np.asarray(hm1, np.float64) @ np.linalg.inv(prev)
+    if isinstance(transform, RandomFlip):
+        sx, sy = {None: (1, 1), 'horizontal': (-1, 1), 'vertical': (1, -1),
+                  'diagonal': (-1, -1)}[after.get('flip_direction') if after.get('flip')
+                                        else None]
+        return np.array([[sx, 0, W * (sx < 0)], [0, sy, H * (sy < 0)], [0, 0, 1]], np.float64)
+    scale = after.get('scale_factor')
+    if scale is not None and scale is not before.get('scale_factor'):
+        sx, sy = (float(scale),) * 2 if np.ndim(scale) == 0 else (float(v) for v in scale[:2])
+        if abs(W * sx - w) <= 1 and abs(H * sy - h) <= 1:
+            return np.diag([sx, sy, 1.0])
+        raise ValueError(f'{name} recorded scale_factor {tuple(np.ravel(scale))} but changed '
+                         f'the image from {W}x{H} to {w}x{h}')
+    if isinstance(transform, CenterCrop):
+        x0, y0 = max(0, int(round((W - w) / 2))), max(0, int(round((H - h) / 2)))
+        return np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64)
+    pad = after.get('pad_shape')
+    if pad is not None and pad is not before.get('pad_shape') and h >= H and w >= W \
+            and tuple(pad[:2]) == (h, w):
+        return np.eye(3)
+    if (h, w) == (H, W) and not any(k in name for k in _SIZE_KEEPING_GEOMETRY):
+        return np.eye(3)
+    raise ValueError(f'the test pipeline step {name} changed the image geometry ({W}x{H} -> '
+                     f'{w}x{h}) without recording it (homography_matrix, scale_factor, flip, '
+                     f'pad_shape)')
 
 
 def run_pipeline(cfg, image_path: str):
-    """Run the test pipeline step by step, following the image geometry.
+    """Run the test pipeline step by step, following the geometry from what each transform
+    records (:func:`step_matrix`).
 
     Returns ``(packed data, loaded image HxWx3 BGR, model-view image HxWx3 BGR, Geometry)``.
     """
@@ -234,36 +226,16 @@ def run_pipeline(cfg, image_path: str):
     loaded = results['img'].copy()
     geo = Geometry()
     for t in pipeline[1:-1]:
-        prev = results['img'].copy()
+        before = dict(results)
         results = t(results)
-        if results is None:
-            raise ValueError(f'the test pipeline step {type(t).__name__} dropped the image')
-        new = results['img']
-        name = type(t).__name__
-        (H, W), (h, w) = prev.shape[:2], new.shape[:2]
-        if not geo.known:
-            continue
-        if (H, W) == (h, w):
-            if 'Flip' in name and results.get('flip'):
-                direction = results.get('flip_direction', 'horizontal')
-                if direction == 'horizontal':
-                    geo.then(-1.0, float(W), 1.0, 0.0)
-                elif direction == 'vertical':
-                    geo.then(1.0, 0.0, -1.0, float(H))
-                else:
-                    geo.then(-1.0, float(W), -1.0, float(H))
-            continue
-        if h >= H and w >= W and np.array_equal(new[:H, :W], prev):
-            continue  # padding at the bottom / right
-        if h <= H and w <= W and 'Resize' not in name:
-            off = _find_crop(prev, new, results.get('crop_bbox'))
-            if off is not None:
-                geo.then(1.0, float(off[1]), 1.0, float(off[0]))
-                continue
-        if 'Resize' in name or 'Scale' in name:
-            geo.then(W / w, 0.0, H / h, 0.0)
-            continue
-        geo.known, geo.why = False, f'{name} changed the image from {W}x{H} to {w}x{h}'
+        if not isinstance(results, dict) or results.get('img') is None:
+            raise ValueError(f'the test pipeline step {type(t).__name__} did not return one '
+                             f'image (test-time augmentation is not supported)')
+        if geo.known:
+            try:
+                geo.matrix = step_matrix(t, before, results) @ geo.matrix
+            except ValueError as e:
+                geo.matrix, geo.why = None, str(e)
     view = results['img']
     return pipeline[-1](results), loaded, view, geo
 
@@ -280,21 +252,17 @@ def _to_rgb_uint8(img: np.ndarray) -> np.ndarray:
 
 # -- block choice ------------------------------------------------------------------------------
 def choose_block(backbone, stage: Optional[int], block: Optional[int]) -> Tuple[int, int]:
-    from dat_mm.visualization import check_block, resolve_blocks
-    running = resolve_blocks(backbone, 'all')  # raises when there is no deformable block
-    if stage is None:
-        stage = running[-1][0]
+    """``--stage`` / ``--block``: by default the last stage with a deformable block that runs,
+    and the last deformable block of the stage."""
+    from dat_mm.visualization import deformable_blocks, select_blocks
+    last_stage, _ = select_blocks(backbone, 'last')[0]  # raises when no deformable block runs
+    stage = last_stage if stage is None else stage
     if block is None:
         n = len(backbone.stages)
-        if not -n <= stage < n:
-            return check_block(backbone, stage, 0)  # the out-of-range message
-        in_stage = [j for i, j in running if i == stage % n]
-        if not in_stage:
-            stages = sorted({i for i, _ in running})
-            raise ValueError(f'stage {stage % n} has no deformable block that runs; stages '
-                             f'with deformable blocks: {stages}')
-        block = in_stage[-1]
-    return check_block(backbone, stage, block)
+        in_stage = [j for i, j in deformable_blocks(backbone) if i == stage % n]
+        # Block 0 of a stage without deformable blocks: the error lists where they are.
+        block = in_stage[-1] if in_stage and -n <= stage < n else 0
+    return select_blocks(backbone, (stage, block))[0]
 
 
 class _StopForward(Exception):
@@ -321,15 +289,18 @@ def visualize(args) -> dict:
         cfg.merge_from_dict(args.cfg_options)
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
         torch.manual_seed(args.seed)
-        model = build_model(cfg)
+        model = build_model_from_config(cfg, device=args.device)
         backbone = find_backbone(model)
         stage, block = choose_block(backbone, args.stage, args.block)
         if args.checkpoint:
             weights_note = load_weights(model, args.checkpoint)
         else:
             weights_note = f'RANDOMLY INITIALISED model (no checkpoint, seed {args.seed})'
-        model.to(args.device).eval()
+        model.eval()
         data, loaded, view, geo = run_pipeline(cfg, args.image)
+        if not geo.known and not args.model_view:
+            raise ValueError(f'cannot map the network input back to {args.image}: {geo.why}. '
+                             f'Use --model-view to draw on the image as the model saw it')
         with torch.no_grad():
             batch = model.data_preprocessor(
                 dict(inputs=[data['inputs']], data_samples=[data['data_samples']]), False)
@@ -370,8 +341,8 @@ def visualize(args) -> dict:
         cx = int(np.clip(np.floor(vx * W / Wp), 0, W - 1))
         cy = int(np.clip(np.floor(vy * H / Hp), 0, H - 1))
         weights = rec.query_attention(cy, cx)[0].reshape(g, -1).double().numpy()
-        corners = to_frame(np.array([[cx * Wp / W, cy * Hp / H],
-                                     [(cx + 1) * Wp / W, (cy + 1) * Hp / H]]))
+        x0, x1, y0, y1 = cx * Wp / W, (cx + 1) * Wp / W, cy * Hp / H, (cy + 1) * Hp / H
+        corners = to_frame(np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]]))
         (x0, y0), (x1, y1) = corners.min(0), corners.max(0)
         query_box, query_pt = (x0, y0, x1, y1), (qx, qy)
         size_text = f'point area: attention of query ({qx:g}, {qy:g}) = map cell ({cy}, {cx})'
@@ -386,8 +357,8 @@ def visualize(args) -> dict:
                              f'{g - 1})')
         shown = list(dict.fromkeys(args.groups))
     # The largest point fills about the share of a key-grid cell that one group gets.
-    spacing = min(abs(geo.ax if frame_is_orig else 1.0) * Wp / rec.key_size[1],
-                  abs(geo.ay if frame_is_orig else 1.0) * Hp / rec.key_size[0])
+    sx, sy = geo.orig_pixels_per_view_pixel() if frame_is_orig else (1.0, 1.0)
+    spacing = min(sx * Wp / rec.key_size[1], sy * Hp / rec.key_size[0])
     rmax = float(np.clip(0.5 * spacing / np.sqrt(len(shown)), 2.5, max(2.5, min(Wc, Hc) / 12)))
     caption = [
         f'{os.path.basename(args.config)}: stage {stage} block {block}, {g} offset group'
@@ -396,8 +367,7 @@ def visualize(args) -> dict:
         weights_note,
     ]
     if not frame_is_orig:
-        caption.append(f'model view {Wc}x{Hc}' +
-                       (f' ({geo.why})' if not geo.known else ''))
+        caption.append(f'model view {Wc}x{Hc}')
     pic = draw_sampling_points(
         canvas, pts[shown], weights[shown], refs=refs[shown] if args.show_ref else None,
         query=query_pt, query_box=query_box, caption=caption, group_ids=shown,

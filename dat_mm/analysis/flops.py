@@ -338,20 +338,18 @@ def count_model(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224),
 
 # -- configs -----------------------------------------------------------------------------------
 def build_from_config(cfg):
-    """The model a config describes: the whole classifier for mmpretrain configs, the backbone
-    alone for any other (det/seg) config. Returns ``(module, description)``."""
+    """The model a config describes, to count: the whole classifier for mmpretrain configs, the
+    backbone alone for any other (det/seg) config, built by
+    :func:`dat_mm.apis.build_model_from_config`. Returns ``(module, description)``."""
     from mmengine.config import Config
-    from mmengine.registry import MODELS, init_default_scope
+
+    from ..apis.build import build_model_from_config
     if not isinstance(cfg, Config):
         cfg = Config.fromfile(cfg)
-    scope = cfg.get('default_scope', None)
-    if scope:
-        init_default_scope(scope)
-    if scope == 'mmpretrain' or cfg.model.get('type') == 'ImageClassifier':
-        return MODELS.build(cfg.model), f'{cfg.model.type} (whole classifier)'
-    if 'backbone' not in cfg.model:
-        raise KeyError(f'config model {cfg.model.get("type")} has no backbone to count')
-    return MODELS.build(cfg.model.backbone), f'{cfg.model.backbone.type} (backbone only)'
+    if cfg.get('default_scope') == 'mmpretrain' or cfg.model.get('type') == 'ImageClassifier':
+        return build_model_from_config(cfg), f'{cfg.model.type} (whole classifier)'
+    model = build_model_from_config(cfg, backbone_only=True)
+    return model, f'{cfg.model.backbone.type} (backbone only)'
 
 
 def _pipeline_size(cfg) -> Optional[Tuple[int, int]]:

@@ -1,3 +1,3 @@
-from .backbones import ARCH_ZOO, DAT, resolve_arch
+from .backbones import ARCH_ZOO, DAT, find_backbone, resolve_arch
 
-__all__ = ['ARCH_ZOO', 'DAT', 'resolve_arch']
+__all__ = ['ARCH_ZOO', 'DAT', 'find_backbone', 'resolve_arch']

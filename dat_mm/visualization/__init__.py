@@ -2,17 +2,18 @@
 
 * :func:`capture_deformable`: a context manager recording, for chosen deformable blocks, the
   reference points, the deformed sampling positions per offset group and the attention weights
-  (:class:`DeformableRecord`); nothing is hooked and nothing costs when it is not used.
+  (:class:`DeformableRecord`) through each block's public ``tap``; nothing is hooked and
+  nothing costs when it is not used.
 * :mod:`dat_mm.visualization.draw`: draws the records over an image (Pillow);
   ``tools/visualize_deformable.py`` is the command-line tool over both.
 
 Importing this package needs only torch and mmengine (drawing imports Pillow when called).
 """
-from .capture import (DeformableCapture, DeformableRecord, capture_deformable, check_block,
-                      deformable_blocks, find_backbone, resolve_blocks, to_image_pixels,
+from .capture import (DeformableCapture, DeformableRecord, capture_deformable,
+                      deformable_blocks, find_backbone, select_blocks, to_image_pixels,
                       to_map_pixels)
 
 __all__ = [
-    'DeformableCapture', 'DeformableRecord', 'capture_deformable', 'check_block',
-    'deformable_blocks', 'find_backbone', 'resolve_blocks', 'to_image_pixels', 'to_map_pixels'
+    'DeformableCapture', 'DeformableRecord', 'capture_deformable', 'deformable_blocks',
+    'find_backbone', 'select_blocks', 'to_image_pixels', 'to_map_pixels'
 ]

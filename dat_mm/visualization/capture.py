@@ -8,14 +8,15 @@
 
 ``model`` may be a :class:`~dat_mm.DAT` backbone or anything that holds exactly one (an
 mmpretrain classifier, an mmdet detector, an mmseg segmentor, a DDP wrapper). Inside the
-``with`` block the chosen :class:`~dat_mm.models.layers.DeformableAttention2d` modules have
-their ``_capture`` hook set; every forward through them appends a :class:`DeformableRecord`.
-On exit the hooks are restored to what they were (``None``: a model that is not being captured
-pays nothing). While capturing, the block computes attention with the reference path (same
-numbers as the fast paths within their tolerances) and keeps the full ``H*W x Hk*Wk``
-probability matrix per head, so choose the blocks you need on large inputs (a stage-0 block on
-an 800x1333 detection input holds ~0.6 GB of weights; ``attention=False`` keeps only the
-positions).
+``with`` block each chosen :class:`~dat_mm.models.layers.DeformableAttention2d` has its
+public ``tap`` (:class:`~dat_mm.models.layers.tap.Tap`) enabled and a forward hook on it; every
+forward through the block appends a :class:`DeformableRecord`. On exit the hooks are removed and
+each tap's ``enabled`` flag is set back to what it was (off: a model that is not being captured
+computes nothing extra). Captures nest: each has its own hook. While its tap is enabled, the
+block computes attention with the reference path (same numbers as the fast paths within their
+tolerances) and shows the full ``H*W x Hk*Wk`` probability matrix per head, so choose the blocks
+you need on large inputs (a stage-0 block on an 800x1333 detection input holds ~0.6 GB of
+weights; ``attention=False`` keeps only the positions).
 
 Coordinates. ``pos`` and ``ref`` are normalised ``(y, x)`` in ``[-1, 1]`` of the block's input
 map with ``align_corners=True`` semantics: -1 is the centre of the first pixel, +1 the centre of
@@ -25,13 +26,14 @@ network input, with the convention that a map of size ``H`` spreads evenly over 
 height ``Hi``: map pixel ``i`` is centred at ``(i + 0.5) * Hi / H``).
 """
 import functools
+import re
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
-from ..models.backbones.dat import DAT
+from ..models.backbones.dat import DAT, find_backbone
 from ..models.layers.deformable_attn import DeformableAttention2d
 
 BlockIndex = Tuple[int, int]
@@ -122,110 +124,82 @@ def to_image_pixels(pos: torch.Tensor, map_size: Tuple[int, int],
 
 
 # -- finding the blocks ------------------------------------------------------------------------
-def find_backbone(model: nn.Module) -> DAT:
-    """The one :class:`DAT` inside ``model`` (itself, ``.backbone``, ``.module.backbone``, or
-    found among its sub-modules)."""
-    if isinstance(model, DAT):
-        return model
-    if not isinstance(model, nn.Module):
-        raise TypeError(f'expected a torch module holding a DAT backbone, got '
-                        f'{type(model).__name__}')
-    found = [(name, m) for name, m in model.named_modules() if isinstance(m, DAT)]
-    if not found:
-        backbone = getattr(model, 'backbone', None)
-        what = f' (its backbone is {type(backbone).__name__})' if backbone is not None else ''
-        raise ValueError(f'{type(model).__name__} holds no DAT backbone{what}; deformable '
-                         f'attention can only be captured from a DAT / DAT++ model')
-    if len(found) > 1:
-        names = [name for name, _ in found]
-        raise ValueError(f'{type(model).__name__} holds {len(found)} DAT backbones {names}; '
-                         f'pass the one to capture')
-    return found[0][1]
+_ATTN_NAME = re.compile(r'stages\.(\d+)\.blocks\.(\d+)\.attn')
 
 
-def _block_kind(backbone: DAT, stage: int, block: int) -> str:
+def deformable_blocks(backbone: DAT) -> Dict[BlockIndex, DeformableAttention2d]:
+    """``{(stage, block): module}`` of every deformable attention module of the backbone
+    (``backbone.stages[stage].blocks[block].attn``), in forward order."""
+    found = {}
+    for name, module in backbone.named_modules():
+        match = _ATTN_NAME.fullmatch(name)
+        if match and isinstance(module, DeformableAttention2d):
+            found[int(match[1]), int(match[2])] = module
+    return found
+
+
+def _is_index(pair) -> bool:
+    return (isinstance(pair, Sequence) and not isinstance(pair, str) and len(pair) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in pair))
+
+
+def _normalise(backbone: DAT, stage: int, block: int) -> BlockIndex:
+    """``(stage, block)`` with negative indices resolved, checked to be a deformable block that
+    runs; ``ValueError`` saying which blocks can be chosen otherwise."""
+    every = deformable_blocks(backbone)
+    last = max(backbone.out_indices)
+    choices = ', '.join(str(b) for b in every if b[0] <= last) or 'none'
+    kinds = backbone.arch.stages
     try:
-        return backbone.arch.stages[stage].blocks[block]
-    except (AttributeError, IndexError):
-        return type(backbone.stages[stage].blocks[block].attn).__name__
-
-
-def deformable_blocks(backbone: DAT) -> List[BlockIndex]:
-    """``(stage, block)`` of every deformable block, in forward order."""
-    return [(i, j) for i, stage in enumerate(backbone.stages)
-            for j, blk in enumerate(stage.blocks)
-            if isinstance(getattr(blk, 'attn', None), DeformableAttention2d)]
-
-
-def _stage_summary(backbone: DAT) -> str:
-    return '; '.join(f'stage {i}: ' + ', '.join(_block_kind(backbone, i, j)
-                                                 for j in range(len(s.blocks)))
-                     for i, s in enumerate(backbone.stages))
-
-
-def resolve_blocks(backbone: DAT, blocks=None) -> List[BlockIndex]:
-    """Validate a block selection -> list of ``(stage, block)``.
-
-    ``blocks``: ``None`` or ``'all'`` (every deformable block that runs), ``'last'`` (the last
-    deformable block that runs), one ``(stage, block)`` or a list of them. Negative indices
-    count from the end. An index out of range, a block that is not deformable, a stage the
-    backbone never runs (beyond its last ``out_indices``) or a backbone without deformable
-    blocks raise ``ValueError`` saying which blocks can be chosen.
-    """
-    every = deformable_blocks(backbone)
-    if not every:
-        raise ValueError(f'this DAT backbone has no deformable blocks, so there is nothing to '
-                         f'capture ({_stage_summary(backbone)})')
-    last_run = max(backbone.out_indices)
-    running = [(i, j) for i, j in every if i <= last_run]
-    if not running:
-        raise ValueError(f'none of the deformable blocks {every} runs: this backbone stops '
-                         f'after stage {last_run} (out_indices={backbone.out_indices})')
-    if blocks is None or (isinstance(blocks, str) and blocks == 'all'):
-        return running
-    if isinstance(blocks, str):
-        if blocks == 'last':
-            return [running[-1]]
-        raise ValueError(f"blocks must be None, 'all', 'last', (stage, block) or a list of "
-                         f"them, got {blocks!r}")
-    if (isinstance(blocks, Sequence) and len(blocks) == 2
-            and all(isinstance(v, int) for v in blocks)):
-        blocks = [tuple(blocks)]
-    chosen = []
-    for item in blocks:
-        if not (isinstance(item, Sequence) and len(item) == 2
-                and all(isinstance(v, int) and not isinstance(v, bool) for v in item)):
-            raise ValueError(f'a block is chosen as (stage, block) integers, got {item!r}')
-        chosen.append(check_block(backbone, *item))
-    return list(dict.fromkeys(chosen))
-
-
-def check_block(backbone: DAT, stage: int, block: int) -> BlockIndex:
-    """Normalise (negative) indices and check that ``(stage, block)`` is a deformable block
-    that runs; ``ValueError`` listing the valid choices otherwise."""
-    every = deformable_blocks(backbone)
-    n_stages = len(backbone.stages)
-    valid = ', '.join(f'({i}, {j})' for i, j in every) or 'none'
-    if not -n_stages <= stage < n_stages:
-        raise ValueError(f'stage {stage} is out of range: the backbone has {n_stages} stages '
-                         f'(0..{n_stages - 1}); deformable blocks (stage, block): {valid}')
-    stage %= n_stages
-    n_blocks = len(backbone.stages[stage].blocks)
+        stage = range(len(kinds))[stage]
+    except IndexError:
+        raise ValueError(f'stage {stage} is out of range: the backbone has {len(kinds)} stages '
+                         f'(0..{len(kinds) - 1}); deformable blocks (stage, block): '
+                         f'{choices}') from None
     in_stage = [j for i, j in every if i == stage]
-    if not -n_blocks <= block < n_blocks:
-        raise ValueError(f'block {block} is out of range: stage {stage} has {n_blocks} blocks '
-                         f'(0..{n_blocks - 1}); its deformable blocks: {in_stage or "none"}')
-    block %= n_blocks
+    try:
+        block = range(len(kinds[stage].blocks))[block]
+    except IndexError:
+        n = len(kinds[stage].blocks)
+        raise ValueError(f'block {block} is out of range: stage {stage} has {n} blocks '
+                         f'(0..{n - 1}); its deformable blocks: {in_stage}') from None
     if (stage, block) not in every:
         where = (f'deformable blocks of stage {stage}: {in_stage}' if in_stage else
-                 f'stage {stage} has none; deformable blocks (stage, block): {valid}')
-        raise ValueError(f'stage {stage} block {block} is a {_block_kind(backbone, stage, block)}'
-                         f' block, not a deformable one; {where}')
-    last_run = max(backbone.out_indices)
-    if stage > last_run:
-        raise ValueError(f'stage {stage} never runs: this backbone stops after stage '
-                         f'{last_run} (out_indices={backbone.out_indices})')
+                 f'stage {stage} has none; deformable blocks (stage, block): {choices}')
+        raise ValueError(f'stage {stage} block {block} is a {kinds[stage].blocks[block]} block, '
+                         f'not a deformable one; {where}')
+    if stage > last:
+        raise ValueError(f'stage {stage} never runs: this backbone stops after stage {last} '
+                         f'(out_indices={backbone.out_indices}); deformable blocks that run: '
+                         f'{choices}')
     return stage, block
+
+
+def select_blocks(backbone: DAT, blocks=None) -> List[BlockIndex]:
+    """A block choice as a list of ``(stage, block)``.
+
+    ``blocks``: ``None`` or ``'all'`` (every deformable block that runs), ``'last'`` (the last
+    of them), one ``(stage, block)`` or a list of them (negative indices count from the end).
+    A block out of range, not deformable or in a stage the backbone never runs (beyond its last
+    ``out_indices``) raises ``ValueError`` listing the blocks that can be chosen.
+    """
+    running = [b for b in deformable_blocks(backbone) if b[0] <= max(backbone.out_indices)]
+    if not running:
+        kinds = '; '.join(f'stage {i}: ' + ', '.join(s.blocks)
+                          for i, s in enumerate(backbone.arch.stages))
+        raise ValueError(f'this DAT backbone has no deformable blocks that run, so there is '
+                         f'nothing to capture ({kinds}; out_indices={backbone.out_indices})')
+    if blocks is None or (isinstance(blocks, str) and blocks in ('all', 'last')):
+        return running[-1:] if blocks == 'last' else running
+    if _is_index(blocks):
+        blocks = [blocks]
+    if isinstance(blocks, str) or not isinstance(blocks, Sequence):
+        raise ValueError(f"blocks must be None, 'all', 'last', (stage, block) or a list of "
+                         f"them, got {blocks!r}")
+    for item in blocks:
+        if not _is_index(item):
+            raise ValueError(f'a block is chosen as (stage, block) integers, got {item!r}')
+    return list(dict.fromkeys(_normalise(backbone, *item) for item in blocks))
 
 
 # -- the capture -------------------------------------------------------------------------------
@@ -240,49 +214,47 @@ class DeformableCapture:
     def __init__(self, model: nn.Module, blocks=None, attention: bool = True,
                  device: Union[str, torch.device, None] = 'cpu'):
         self.backbone = find_backbone(model)
-        self.blocks = resolve_blocks(self.backbone, blocks)
+        self.blocks = select_blocks(self.backbone, blocks)
         self.attention = attention
         self.device = device
         self.records: List[DeformableRecord] = []
-        self._saved = None
-
-    def _module(self, stage: int, block: int) -> DeformableAttention2d:
-        return self.backbone.stages[stage].blocks[block].attn
+        self._undo = None  # (tap, its previous `enabled`, hook handle) while active
 
     def _keep(self, t: torch.Tensor) -> torch.Tensor:
         t = t.detach()
         return t if self.device is None else t.to(self.device)
 
-    def _record(self, stage: int, block: int, previous, module: DeformableAttention2d,
+    def _record(self, stage: int, block: int, module: DeformableAttention2d, tap, args,
                 data: dict):
-        attn = self._keep(data['attn']) if self.attention else None
         self.records.append(DeformableRecord(
             stage=stage, block=block, pos=self._keep(data['pos']), ref=self._keep(data['ref']),
-            attn=attn, query_size=tuple(int(v) for v in data['query_size']),
+            attn=self._keep(data['attn']) if self.attention else None,
+            query_size=tuple(int(v) for v in data['query_size']),
             num_heads=module.num_heads, groups=module.groups, stride=module.stride,
             version=module.version))
-        if previous is not None:  # an enclosing capture of the same block keeps recording
-            previous(module, data)
 
     def __enter__(self) -> 'DeformableCapture':
-        if self._saved is not None:
+        if self._undo is not None:
             raise RuntimeError('this capture is already active')
-        self._saved = []
+        self._undo = []
+        modules = deformable_blocks(self.backbone)
         try:
             for stage, block in self.blocks:
-                module = self._module(stage, block)
-                previous = module._capture
-                self._saved.append((module, previous))
-                module._capture = functools.partial(self._record, stage, block, previous)
+                module = modules[stage, block]
+                hook = functools.partial(self._record, stage, block, module)
+                self._undo.append((module.tap, module.tap.enabled,
+                                   module.tap.register_forward_hook(hook)))
+                module.tap.enabled = True
         except BaseException:
             self._restore()
             raise
         return self
 
     def _restore(self):
-        for module, previous in reversed(self._saved or []):
-            module._capture = previous
-        self._saved = None
+        for tap, enabled, handle in reversed(self._undo or []):
+            handle.remove()
+            tap.enabled = enabled
+        self._undo = None
 
     def __exit__(self, *exc):
         self._restore()
@@ -298,8 +270,7 @@ class DeformableCapture:
     def __getitem__(self, key) -> DeformableRecord:
         if isinstance(key, int):
             return self.records[key]
-        stage, block = key
-        stage, block = check_block(self.backbone, stage, block)
+        stage, block = _normalise(self.backbone, *key)
         for rec in reversed(self.records):
             if (rec.stage, rec.block) == (stage, block):
                 return rec

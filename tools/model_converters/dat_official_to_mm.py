@@ -54,20 +54,6 @@ def load_published(path):
             'and convert SRC2.') from e
 
 
-def build_model(config, backbone_only=False):
-    """The model of ``config`` (its backbone with ``backbone_only``)."""
-    from mmengine.config import Config
-    from mmengine.registry import MODELS, init_default_scope
-    cfg = Config.fromfile(config)
-    if cfg.get('default_scope'):
-        init_default_scope(cfg.default_scope)
-    if backbone_only:
-        if 'backbone' not in cfg.model:
-            raise ConversionError(f'{config}: model {cfg.model.get("type")} has no backbone')
-        return MODELS.build(cfg.model.backbone)
-    return MODELS.build(cfg.model)
-
-
 def convert(src, backbone_only=False):
     """``(state_dict, meta)`` of the published checkpoint at ``src``."""
     from dat_mm.converters import convert_published_checkpoint
@@ -97,8 +83,12 @@ def convert(src, backbone_only=False):
 
 def verify(state, config, backbone_only=False):
     """Raise ConversionError naming every key of ``state`` that does not fit the config."""
+    from dat_mm.apis import build_model_from_config
     from dat_mm.converters import check_state_dict_fits
-    model = build_model(config, backbone_only)
+    try:
+        model = build_model_from_config(config, backbone_only=backbone_only)
+    except (ValueError, FileNotFoundError) as e:
+        raise ConversionError(str(e)) from e
     allow = ('norms.',) if backbone_only else ()
     try:
         check_state_dict_fits(model, state, allow_missing=allow, allow_unexpected=allow)

@@ -333,3 +333,24 @@ class DAT(BaseModule):
                 '(--cfg-options model.backbone.init_cfg=None).')
         load_backbone_weights(self, path, prefix=cfg.get('prefix'),
                               map_location=cfg.get('map_location', 'cpu'))
+
+
+def find_backbone(model: nn.Module) -> DAT:
+    """The one :class:`DAT` inside ``model`` (itself, ``.backbone``, ``.module.backbone``, or
+    found among its sub-modules)."""
+    if isinstance(model, DAT):
+        return model
+    if not isinstance(model, nn.Module):
+        raise TypeError(f'expected a torch module holding a DAT backbone, got '
+                        f'{type(model).__name__}')
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, DAT)]
+    if not found:
+        backbone = getattr(model, 'backbone', None)
+        what = f' (its backbone is {type(backbone).__name__})' if backbone is not None else ''
+        raise ValueError(f'{type(model).__name__} holds no DAT backbone{what}; expected a '
+                         f'DAT / DAT++ backbone or a model built on one')
+    if len(found) > 1:
+        names = [name for name, _ in found]
+        raise ValueError(f'{type(model).__name__} holds {len(found)} DAT backbones {names}; '
+                         f'pass the one you mean')
+    return found[0][1]
