@@ -1,10 +1,11 @@
 """dat_mm: DAT / DAT++ (Deformable Attention Transformer) for OpenMMLab 2.0.
 
 ``import dat_mm`` (or ``custom_imports=dict(imports=['dat_mm'])`` in a config) registers the
-``DAT`` backbone and the ``SafeCheckpointHook`` once, in MMEngine's root registries, from which
-the mmdet, mmseg and mmpretrain registries (their children) all resolve them. It changes
-nothing else in the process: safe checkpoint loading is installed where checkpoints are loaded
-(``dat_mm.checkpoint.use_safe_loader``). Only torch and mmengine are needed to import it.
+``DAT`` backbone, the ``SafeCheckpointHook`` and the ``DATOptimWrapperConstructor`` once, in
+MMEngine's root registries, from which the mmdet, mmseg and mmpretrain registries (their
+children) all resolve them. It changes nothing else in the process: safe checkpoint loading is
+installed where checkpoints are loaded (``dat_mm.checkpoint.use_safe_loader``). Only torch and
+mmengine are needed to import it.
 """
 from .engine import SafeCheckpointHook
 from .models import ARCH_ZOO, DAT, resolve_arch

@@ -1,132 +1,147 @@
-"""Small overrides of the real configs for tests on generated data: data, image size and
-length change; the model, heads, losses and optimiser stay the recipe's."""
+"""Small versions of the real configs for tests on generated data.
+
+Each function loads a recipe config with ``Config.fromfile`` and changes it as data: the
+datasets and pipelines are the quickstart configs' (configs/quickstart, written for the
+generated data), on the test's data root and scaled to the test's image size; the schedule is
+a few iterations; the model, heads, losses and optimiser stay the recipe's, with the generated
+data's classes and smaller per-image sample counts. The functions return a ``Config``;
+``cfg.dump(path)`` writes it as a self-contained config file for tools/train.py and
+tools/test.py.
+"""
+import copy
+import functools
 from pathlib import Path
 
+from mmengine.config import Config, ConfigDict
+
+from dat_mm.datasets.imagenet_shapes import DEFAULT_CLASSES
+
 ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = {'det': 'configs/quickstart/cascade_dat_s_pp_synthetic.py',
+              'seg': 'configs/quickstart/upernet_dat_t_pp_synthetic.py'}
+LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 
-# At most 3 shapes per generated image: fewer proposals and detections (the recipe's 1000 and
-# 100) keep the bbox and mask heads' test-time cost small; what runs is the same.
-SMALL_TEST_CFG = 'dict(rpn=dict(nms_pre=300, max_per_img=100), rcnn=dict(max_per_img=10))'
+def load(config):
+    """A config of this repository (path relative to its root), dumped without reformatting
+    (yapf takes ~0.5 s per config and adds nothing for a test)."""
+    return Config.fromfile(str(ROOT / config), format_python_code=False)
 
 
-def det_override(config, data_root, kind, size=96):
+@functools.lru_cache(maxsize=None)
+def _quickstart(task):
+    return load(QUICKSTART[task])
+
+
+def _scaled(size, factor):
+    return tuple(round(s * factor) for s in size)
+
+
+def quickstart_data(cfg, task, data_root, size=None):
+    """Replace the data loaders of ``cfg`` with the quickstart's, reading ``data_root``; with
+    ``size``, every scale and crop size of their pipelines is scaled so that the quickstart's
+    image size becomes ``size`` x ``size``. The evaluators keep the recipe's metric and read
+    the annotations under ``data_root``. Returns the scale factor."""
+    quick = _quickstart(task)
+    base = quick.img_scale if task == 'det' else quick.crop_size
+    factor = 1.0 if size is None else size / base[0]
+    for key in LOADERS:
+        cfg[key] = loader = copy.deepcopy(quick[key])
+        loader.dataset.data_root = data_root
+        for transform in loader.dataset.pipeline:
+            for name in ('scale', 'crop_size'):
+                if name in transform:
+                    transform[name] = _scaled(transform[name], factor)
+    cfg.data_root = data_root
+    if task == 'det':
+        for key in ('val_evaluator', 'test_evaluator'):
+            cfg[key].ann_file = data_root + cfg.val_dataloader.dataset.ann_file
+    return factor
+
+
+def _few_iterations(cfg, length, checkpoint_interval):
+    cfg.merge_from_dict({
+        f'train_cfg.{length[0]}': length[1], 'train_cfg.val_interval': 100,
+        'default_hooks.logger.interval': 1,
+        'default_hooks.checkpoint.interval': checkpoint_interval})
+    # the recipe's top-level pipeline variables, which its loaders were written with
+    cfg.train_pipeline = copy.deepcopy(cfg.train_dataloader.dataset.pipeline)
+    cfg.test_pipeline = copy.deepcopy(cfg.test_dataloader.dataset.pipeline)
+
+
+def det_config(config, data_root, kind, size=96):
+    """A detection recipe (``kind``: 'cascade', 'mask_rcnn' or 'retinanet') on a generated
+    COCO-format set at ``data_root``: one epoch of 2-image batches, ``size`` x ``size``
+    images."""
+    cfg = load(config)
+    quick = _quickstart('det')
+    quickstart_data(cfg, 'det', f'{data_root}/', size)
     masks = kind != 'retinanet'
-    if kind == 'cascade':
-        heads = f'''
-_heads = _base_.model.roi_head.bbox_head
-for _h in _heads:
-    _h.num_classes = 3
-_rcnn = _base_.model.train_cfg.rcnn
-for _stage in _rcnn:
-    _stage.sampler.num = 16   # RoIs per image and stage (512 in the recipe)
-model = dict(roi_head=dict(bbox_head=_heads, mask_head=dict(num_classes=3)),
-             train_cfg=dict(rcnn=_rcnn), test_cfg={SMALL_TEST_CFG})
-del _heads, _h, _rcnn, _stage'''
-    elif kind == 'mask_rcnn':
-        heads = 'model = dict(roi_head=dict(bbox_head=dict(num_classes=3), ' \
-                f'mask_head=dict(num_classes=3)), test_cfg={SMALL_TEST_CFG})'
-    else:
+    for key in LOADERS:
+        for transform in cfg[key].dataset.pipeline:
+            if transform.type == 'LoadAnnotations':
+                transform.with_mask = masks
+    cfg.val_dataloader.batch_size = cfg.test_dataloader.batch_size = 1
+
+    model = cfg.model
+    model.backbone.init_cfg = None
+    num_classes = len(quick.metainfo.classes)
+    if kind == 'retinanet':
+        model.bbox_head.num_classes = num_classes
         # score_thr 0: an untrained RetinaNet scores ~0.01 (focal-loss prior) and would
         # otherwise have no detections for CocoMetric to evaluate
-        heads = 'model = dict(bbox_head=dict(num_classes=3), ' \
-                'test_cfg=dict(score_thr=0.0, max_per_img=10))'
-    return f'''
-_base_ = '{ROOT / config}'
-{heads}
-model.update(backbone=dict(init_cfg=None))
-data_root = '{data_root}/'
-metainfo = dict(classes=('circle', 'square', 'triangle'))
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask={masks}),
-    dict(type='Resize', scale=({size}, {size}), keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs')]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=({size}, {size}), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask={masks}),
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]
-train_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=metainfo,
-                 ann_file='annotations/instances_train.json', data_prefix=dict(img='train/'),
-                 filter_cfg=dict(filter_empty_gt=True, min_size=4), pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=1, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, metainfo=metainfo,
-                 ann_file='annotations/instances_val.json', data_prefix=dict(img='val/'),
-                 pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
-test_evaluator = val_evaluator
-train_cfg = dict(max_epochs=1, val_interval=100)
-default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1))
-'''
+        model.test_cfg.update(score_thr=0.0, max_per_img=10)
+    else:
+        heads = model.roi_head.bbox_head
+        for head in heads if isinstance(heads, list) else [heads]:
+            head.num_classes = num_classes
+        model.roi_head.mask_head.num_classes = num_classes
+        # At most 3 shapes per generated image: the quickstart's proposal counts, and fewer
+        # detections (10, the recipe's 100) keep the bbox and mask heads' test-time cost small
+        model.test_cfg.rpn = copy.deepcopy(quick.model.test_cfg.rpn)
+        model.test_cfg.rcnn.max_per_img = 10
+    if kind == 'cascade':
+        for stage in model.train_cfg.rcnn:
+            stage.sampler.num = 16  # RoIs per image and stage (512 in the recipe)
+    _few_iterations(cfg, ('max_epochs', 1), checkpoint_interval=1)
+    return cfg
 
 
-def seg_override(config, data_root, size=96):
-    return f'''
-_base_ = '{ROOT / config}'
-data_root = '{data_root}'
-model = dict(data_preprocessor=dict(size=({size}, {size})), backbone=dict(init_cfg=None))
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='RandomResize', scale=({2 * size}, {size}), ratio_range=(0.75, 1.25),
-         keep_ratio=True),
-    dict(type='RandomCrop', crop_size=({size}, {size}), cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputs')]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=({2 * size}, {size}), keep_ratio=True),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='PackSegInputs')]
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root=data_root, pipeline=train_pipeline))
-val_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root=data_root, pipeline=test_pipeline))
-test_dataloader = val_dataloader
-train_cfg = dict(max_iters=2, val_interval=100)
-default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
-'''
+def seg_config(config, data_root, size=96):
+    """A segmentation recipe on a generated ADE20K-format set at ``data_root``: 2 iterations
+    of 2-image batches, ``size`` x ``size`` crops."""
+    cfg = load(config)
+    factor = quickstart_data(cfg, 'seg', str(data_root), size)
+    cfg.model.data_preprocessor.size = _scaled(_quickstart('seg').crop_size, factor)
+    cfg.model.backbone.init_cfg = None
+    cfg.train_dataloader.batch_size = 2
+    _few_iterations(cfg, ('max_iters', 2), checkpoint_interval=2)
+    return cfg
 
 
-def cls_override(config, data_root, size=48):
-    return f'''
-_base_ = '{ROOT / config}'
-data_root = '{data_root}'
-classes = ['circle', 'square', 'star', 'triangle']
-data_preprocessor = dict(num_classes=4)
-model = dict(backbone=dict(init_cfg=None), head=dict(num_classes=4))
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='RandomResizedCrop', scale={size}),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='PackInputs')]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=({size}, {size})),
-    dict(type='PackInputs')]
-train_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(_delete_=True, type='CustomDataset', data_root=data_root,
-                 ann_file='meta/train.txt', data_prefix='train', classes=classes,
-                 pipeline=train_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=True))
-val_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(_delete_=True, type='CustomDataset', data_root=data_root,
-                 ann_file='meta/val.txt', data_prefix='val', classes=classes,
-                 pipeline=test_pipeline),
-    sampler=dict(type='DefaultSampler', shuffle=False))
-test_dataloader = val_dataloader
-val_evaluator = dict(_delete_=True, type='Accuracy', topk=(1, ))
-test_evaluator = val_evaluator
-train_cfg = dict(max_epochs=1, val_interval=100)
-default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1))
-'''
+def cls_config(config, data_root, size=48):
+    """An ImageNet recipe on a generated ImageFolder-style set at ``data_root``
+    (dat_mm.datasets.generate_imagenet_shapes, default classes): one epoch of 2-image batches,
+    ``size`` x ``size`` images."""
+    cfg = load(config)
+    classes = list(DEFAULT_CLASSES)
+    cfg.data_preprocessor.num_classes = len(classes)
+    cfg.model.backbone.init_cfg = None
+    cfg.model.head.num_classes = len(classes)
+    pipelines = dict(
+        train=[dict(type='LoadImageFromFile'), dict(type='RandomResizedCrop', scale=size),
+               dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+               dict(type='PackInputs')],
+        val=[dict(type='LoadImageFromFile'), dict(type='Resize', scale=(size, size)),
+             dict(type='PackInputs')])
+    for split, key in (('train', 'train_dataloader'), ('val', 'val_dataloader'),
+                       ('val', 'test_dataloader')):
+        loader = cfg[key]
+        loader.update(batch_size=2, num_workers=0, persistent_workers=False)
+        loader.dataset = ConfigDict(type='CustomDataset', data_root=str(data_root),
+                                    ann_file=f'meta/{split}.txt', data_prefix=split,
+                                    classes=classes, pipeline=pipelines[split])
+        loader.sampler.update(type='DefaultSampler', shuffle=split == 'train')
+    cfg.val_evaluator = cfg.test_evaluator = ConfigDict(type='Accuracy', topk=(1, ))
+    _few_iterations(cfg, ('max_epochs', 1), checkpoint_interval=1)
+    return cfg

@@ -18,7 +18,7 @@ from dat_mm.datasets.coco_checks import (CheckedCocoDataset, CheckedCocoMetric,
                                          drop_degenerate_polygons, is_valid_polygon)
 
 from log_capture import CurrentLog
-from small_configs import det_override
+from small_configs import det_config
 
 ROOT = Path(__file__).resolve().parents[1]
 NAN, INF = float('nan'), float('inf')
@@ -256,9 +256,7 @@ def test_every_coco_dataset_and_evaluator_is_checked(path):
     ('mask_rcnn', 'configs/mmdet/mask_rcnn_dat_t_pp_1x.py'),
     ('retinanet', 'configs/mmdet/retinanet_dat_t_pp_1x.py')])
 def test_small_test_configs_are_checked(tmp_path, kind, config):
-    path = tmp_path / 'small.py'
-    path.write_text(det_override(config, tmp_path, kind))
-    cfg = Config.fromfile(str(path))
+    cfg = det_config(config, tmp_path, kind)
     _assert_checked(cfg)
     assert cfg.val_evaluator.ann_file == f'{tmp_path}/annotations/instances_val.json'
 

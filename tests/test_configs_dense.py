@@ -128,15 +128,17 @@ def test_detection_recipe_is_the_published_one(name):
     assert cfg.model.type == detector
     bb = cfg.model.backbone
     assert (bb.type, bb.arch, bb.drop_path_rate, bb.with_cp) == ('DAT', arch, drop_path, True)
-    # optimiser: AdamW, wd 0.05, no decay on norm layers and the authors' custom_keys, which
-    # do not list the neighbourhood attention's `rpb` (decayed in every published recipe)
+    # optimiser: AdamW, wd 0.05, no decay on norm layers and the authors' table custom_keys
+    # (their 'norm' key selects only norm layers), which do not list the neighbourhood
+    # attention's `rpb` (decayed in every published recipe)
     ow = cfg.optim_wrapper
     assert ow.type == ('AmpOptimWrapper' if fp16 else 'OptimWrapper')
     assert ow.get('loss_scale') == ('dynamic' if fp16 else None)
     assert ow.optimizer == dict(type='AdamW', lr=lr, betas=(0.9, 0.999), weight_decay=0.05)
-    assert ow.paramwise_cfg.norm_decay_mult == 0.0
-    assert ow.paramwise_cfg.custom_keys == {
-        key: dict(decay_mult=0.0) for key in ('rpe_table', 'relative_position_bias_table', 'norm')}
+    assert ow.get('constructor', 'DefaultOptimWrapperConstructor') == \
+        'DefaultOptimWrapperConstructor'
+    assert ow.paramwise_cfg == dict(norm_decay_mult=0.0, custom_keys={
+        key: dict(decay_mult=0.0) for key in ('rpe_table', 'relative_position_bias_table')})
     # total batch 64 (2 x 32 GPUs; B++ 1 x 64) recorded for --auto-scale-lr
     assert cfg.auto_scale_lr == dict(enable=False, base_batch_size=64)
     assert cfg.train_dataloader.batch_size == per_gpu
@@ -238,13 +240,12 @@ def test_segmentation_recipe_is_the_published_one(name):
         assert cfg.train_cfg.max_iters == 40000
         assert (cfg.train_dataloader.batch_size, cfg.auto_scale_lr.base_batch_size) == (4, 32)
     assert cfg.auto_scale_lr.enable is False
-    # the authors' segmentation custom_keys (their 'absolute_pos_embed' matches nothing in
-    # DAT); no norm_decay_mult, and no `rpb`: it is decayed as published
-    assert 'norm_decay_mult' not in ow.paramwise_cfg
-    keys = ow.paramwise_cfg.custom_keys
-    assert 'rpb' not in keys
-    assert all(v == dict(decay_mult=0.0) for v in keys.values())
-    assert {'rpe_table', 'relative_position_bias_table', 'norm'} <= set(keys)
+    # the authors' segmentation rule: their 'norm' key (every backbone LayerNorm) as
+    # backbone_norm_decay_mult, the table keys (their 'absolute_pos_embed' matches nothing in
+    # DAT); no norm_decay_mult (the heads' BN), and no `rpb`: it is decayed as published
+    assert ow.constructor == 'DATOptimWrapperConstructor'
+    assert ow.paramwise_cfg == dict(backbone_norm_decay_mult=0.0, custom_keys={
+        key: dict(decay_mult=0.0) for key in ('rpe_table', 'relative_position_bias_table')})
 
 
 # ---- weight decay rules -----------------------------------------------------------------
@@ -329,7 +330,8 @@ def test_weight_decay_follows_the_authors_dense_rule(config, arch):
 
 def test_dense_decay_keys_match_only_what_they_name():
     """mmengine matches custom_keys as substrings of the parameter name: in DAT++ and v1, the
-    table keys match only those tables and 'norm' only LayerNorm parameters."""
+    table keys match only those tables; 'norm' (the authors' key) only LayerNorm parameters;
+    and the backbone's normalisation layers (backbone_norm_decay_mult) are all LayerNorms."""
     for arch in ('tiny++', 'tiny'):
         model = DAT(arch=arch, out_indices=(0, 1, 2, 3))
         modules = dict(model.named_modules())
@@ -339,6 +341,53 @@ def test_dense_decay_keys_match_only_what_they_name():
                 assert (key in name) == (leaf == key), name
             if 'norm' in name:
                 assert isinstance(modules[name.rsplit('.', 1)[0]], nn.LayerNorm), name
+        norms = [m for m in model.modules() if isinstance(m, NORM_LAYERS)]
+        assert norms and all(isinstance(m, nn.LayerNorm) for m in norms)
+
+
+class _Detector(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 1), nn.LayerNorm(4), nn.BatchNorm2d(4))
+        self.backbone.register_parameter('rpe_table', nn.Parameter(torch.zeros(3)))
+        self.head = nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4), nn.LayerNorm(4))
+
+
+def _weight_decays(paramwise_cfg, model=None, constructor='DATOptimWrapperConstructor'):
+    from mmengine.optim import build_optim_wrapper
+    model = model or _Detector()
+    optim = build_optim_wrapper(model, dict(
+        constructor=constructor, paramwise_cfg=paramwise_cfg,
+        optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.1)))
+    decay = {id(p): g['weight_decay'] for g in optim.optimizer.param_groups for p in g['params']}
+    return {name: decay[id(p)] for name, p in model.named_parameters()}
+
+
+def test_backbone_norm_decay_mult():
+    """DATOptimWrapperConstructor: backbone_norm_decay_mult scales the decay of the backbone's
+    normalisation layers (by type, whatever their names) and of nothing else; custom_keys take
+    precedence, as over mmengine's own rules; other norm layers keep norm_decay_mult."""
+    wd = 0.1
+    got = _weight_decays(dict(backbone_norm_decay_mult=0.5))
+    assert got == pytest.approx({
+        'backbone.0.weight': wd, 'backbone.0.bias': wd, 'backbone.rpe_table': wd,
+        'backbone.1.weight': wd / 2, 'backbone.1.bias': wd / 2,
+        'backbone.2.weight': wd / 2, 'backbone.2.bias': wd / 2,
+        'head.0.weight': wd, 'head.0.bias': wd, 'head.1.weight': wd, 'head.1.bias': wd,
+        'head.2.weight': wd, 'head.2.bias': wd})
+    got = _weight_decays(dict(backbone_norm_decay_mult=0.0, norm_decay_mult=0.5, custom_keys={
+        'rpe_table': dict(decay_mult=0.0), 'backbone.1.bias': dict(decay_mult=2.0)}))
+    assert got['backbone.rpe_table'] == 0.0 and got['backbone.0.weight'] == pytest.approx(wd)
+    assert got['backbone.1.weight'] == got['backbone.2.bias'] == 0.0
+    assert got['backbone.1.bias'] == pytest.approx(2 * wd)
+    assert got['head.1.weight'] == got['head.2.bias'] == pytest.approx(wd / 2)
+    # without the option it is mmengine's constructor
+    for cfg in (dict(norm_decay_mult=0.0), dict(bias_decay_mult=0.0)):
+        model = _Detector()
+        assert _weight_decays(cfg, model) == _weight_decays(
+            cfg, model, constructor='DefaultOptimWrapperConstructor')
+    with pytest.raises(ValueError, match='backbone'):
+        _weight_decays(dict(backbone_norm_decay_mult=0.0), nn.Sequential(nn.LayerNorm(4)))
 
 
 # ---- the published RetinaNet checkpoints -------------------------------------------------

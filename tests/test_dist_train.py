@@ -10,7 +10,7 @@ import pytest
 from dat_mm.checkpoint import safe_load
 from dat_mm.datasets import generate_coco_shapes
 
-from small_configs import det_override
+from small_configs import det_config
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +28,7 @@ def test_dist_train_two_processes(tmp_path):
     generate_coco_shapes(str(data), num_train=8, num_val=2, image_size=(96, 96), seed=0)
     override = tmp_path / 'cascade_small.py'
     # the Cascade T++ 1x recipe: SyncBN heads, fp16, nccl -- all adapted for CPU processes
-    override.write_text(det_override('configs/mmdet/cascade_dat_t_pp_1x.py', data, 'cascade'))
+    det_config('configs/mmdet/cascade_dat_t_pp_1x.py', data, 'cascade').dump(override)
     work = tmp_path / 'work'
     env = dict(os.environ, PORT=str(_free_port()), OMP_NUM_THREADS='1')
     proc = subprocess.run(['bash', str(ROOT / 'tools' / 'dist_train.sh'), str(override), '2',

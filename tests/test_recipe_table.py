@@ -39,7 +39,7 @@ def test_rows_state_the_published_settings(tool):
         '6e-5', 'fp32', '1500 it from 1e-6x')
     assert upernet_b['schedule'] == '160k it, poly 1 to 0'
     assert upernet_b['no weight decay on'] == (
-        'backbone LayerNorms (by name), `rpe_table`, `relative_position_bias_table`')
+        'backbone norm layers, `rpe_table`, `relative_position_bias_table`')
     assert _row(tool, 'mmseg/upernet_dat_t_pp.py')['precision'] == 'fp16 (AMP)'
 
     retina = _row(tool, 'mmdet/retinanet_dat_t_pp_1x.py')

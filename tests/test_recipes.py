@@ -24,7 +24,7 @@ from dat_mm.datasets import (generate_ade20k_shapes, generate_coco_shapes,
                              generate_imagenet_shapes)
 
 from published_layout import published_state
-from small_configs import cls_override, det_override, seg_override
+from small_configs import cls_config, det_config, load, quickstart_data, seg_config
 
 pytestmark = pytest.mark.slow
 
@@ -90,13 +90,13 @@ def test_train_test_resume(name, data, tmp_path):
         pytest.skip(f'{config} does not exist yet')
     data_root = data / dataset
     if kind == 'seg':
-        text, by_epoch = seg_override(config, data_root), False
+        cfg, by_epoch = seg_config(config, data_root), False
     elif kind == 'cls':
-        text, by_epoch = cls_override(config, data_root), True
+        cfg, by_epoch = cls_config(config, data_root), True
     else:
-        text, by_epoch = det_override(config, data_root, kind), True
+        cfg, by_epoch = det_config(config, data_root, kind), True
     override = tmp_path / f'{name}_small.py'
-    override.write_text(text)
+    cfg.dump(override)
     work = tmp_path / 'work'
     tool = _train_tool()
 
@@ -210,18 +210,12 @@ def learn_data(tmp_path_factory):
 def test_short_run_learns_on_generated_shapes(learn_data, tmp_path):
     """The quickstart recipe (Cascade Mask R-CNN) with DAT-T++ and 2 of its 3 epochs, for CI
     time: the loss falls and box AP rises clearly above the untrained model's."""
+    cfg = load('configs/quickstart/cascade_dat_s_pp_synthetic.py')
+    quickstart_data(cfg, 'det', f'{learn_data}/')
+    cfg.model.backbone.arch = 'tiny++'
+    cfg.model.neck.in_channels = [64, 128, 256, 512]
     override = tmp_path / 'learn.py'
-    override.write_text(f'''
-_base_ = '{ROOT / 'configs/quickstart/cascade_dat_s_pp_synthetic.py'}'
-data_root = '{learn_data}/'
-model = dict(backbone=dict(arch='tiny++'), neck=dict(in_channels=[64, 128, 256, 512]))
-train_dataloader = dict(dataset=dict(data_root=data_root))
-val_dataloader = dict(dataset=dict(data_root=data_root))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
-test_evaluator = val_evaluator
-randomness = dict(seed=0)
-''')
+    cfg.dump(override)
     tool = _train_tool()
     work = tmp_path / 'work'
     # untrained: the same initialisation, evaluated before any update

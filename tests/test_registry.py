@@ -80,3 +80,17 @@ def test_build_through_config_custom_imports(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith('mm')]
     assert lines == [f'{s} dat_mm.models.backbones.dat DAT (3,)' for s in SCOPES]
+
+
+@pytest.mark.parametrize('scope', SCOPES)
+def test_optim_wrapper_constructor_resolves_from_scope(scope):
+    """DATOptimWrapperConstructor (the segmentation configs' constructor) is registered in
+    mmengine's root registry only and found from every scope's child registry."""
+    import importlib
+
+    from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as ROOT
+    from dat_mm.engine import DATOptimWrapperConstructor
+    child = importlib.import_module(f'{scope}.registry').OPTIM_WRAPPER_CONSTRUCTORS
+    assert ROOT.module_dict['DATOptimWrapperConstructor'] is DATOptimWrapperConstructor
+    assert 'DATOptimWrapperConstructor' not in child.module_dict
+    assert child.get('DATOptimWrapperConstructor') is DATOptimWrapperConstructor

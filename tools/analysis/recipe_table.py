@@ -20,8 +20,6 @@ END = '<!-- recipe-table: end -->'
 COLUMNS = ('config', 'lr', 'total batch (per GPU x GPUs)', 'weight decay', 'no weight decay on',
            'schedule', 'warm-up', 'drop_path', 'precision', 'training augmentation',
            'test scale')
-# custom_keys that name position tables / embeddings (the rest select norm layers by name)
-TABLE_KEYS = ('rpe_table', 'rpb', 'relative_position_bias_table', 'absolute_pos_embed')
 
 
 def recipe_configs(root=ROOT):
@@ -48,16 +46,12 @@ def no_decay(paramwise):
         out.append('1-D params')
     if paramwise.get('bias_decay_mult') == 0:
         out.append('biases')
-    norm_layers = paramwise.get('norm_decay_mult') == 0
-    if norm_layers:
+    if paramwise.get('norm_decay_mult') == 0:
         out.append('norm layers')
-    keys = {k: v for k, v in (paramwise.get('custom_keys') or {}).items()
-            if isinstance(v, dict) and v.get('decay_mult', 1) == 0}
-    tables = [k.strip('.') for k in keys if k.strip('.') in TABLE_KEYS]
-    by_name = [k for k in keys if k.strip('.') not in TABLE_KEYS]
-    if by_name and not norm_layers:
-        out.append('backbone LayerNorms (by name)')
-    out += [f'`{t}`' for t in tables]
+    elif paramwise.get('backbone_norm_decay_mult') == 0:  # DATOptimWrapperConstructor
+        out.append('backbone norm layers')
+    out += [f'`{key.strip(".")}`' for key, v in (paramwise.get('custom_keys') or {}).items()
+            if isinstance(v, dict) and v.get('decay_mult', 1) == 0]
     return ', '.join(out) or 'none'
 
 

@@ -1,9 +1,10 @@
 # The DAT++ detection optimiser, as in every published DAT-Detection config: AdamW, betas
 # (0.9, 0.999), weight decay 0.05, and no decay on exactly what the authors' paramwise_cfg
-# exempts: normalisation layers (norm_decay_mult=0: every LayerNorm of the backbone, the heads'
-# BN) and parameters whose name contains one of their custom_keys. Their keys are 'norm'
-# (only LayerNorm parameters carry it, here and in their model), 'rpe_table',
-# 'relative_position_bias_table' and 'absolute_pos_embed' (DAT has none, so it is left out).
+# exempts: every normalisation layer (norm_decay_mult=0: the backbone's LayerNorms, the heads'
+# BN) and the position tables. Their custom_keys were 'norm', 'rpe_table',
+# 'relative_position_bias_table' and 'absolute_pos_embed': 'norm' names only LayerNorm
+# parameters (in their model and here), which norm_decay_mult already covers, and DAT has no
+# 'absolute_pos_embed', so the two table keys remain.
 # The neighbourhood attention's `rpb` is in none of them, so it is decayed, as published.
 # lr is the authors' value at their total batch of 64 (2 images x 32 GPUs; B++: 1 x 64);
 # pass --auto-scale-lr to tools/train.py to scale it linearly to another total batch.
@@ -16,6 +17,5 @@ optim_wrapper = dict(
         custom_keys={
             'rpe_table': dict(decay_mult=0.0),
             'relative_position_bias_table': dict(decay_mult=0.0),
-            'norm': dict(decay_mult=0.0),
         }))
 auto_scale_lr = dict(enable=False, base_batch_size=64)

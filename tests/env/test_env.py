@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-CONSTRAINTS = pathlib.Path(__file__).resolve().parents[1] / 'requirements' / 'constraints.txt'
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CONSTRAINTS = ROOT / 'requirements' / 'constraints.txt'
 
 
 def _pins():
@@ -89,7 +90,7 @@ def test_model_code_needs_only_torch_and_mmengine():
                                    '(1, 512, 2, 2)]')
 
 
-CHECK_ENV = pathlib.Path(__file__).resolve().parents[1] / 'tools' / 'install' / 'check_env.py'
+CHECK_ENV = ROOT / 'tools' / 'install' / 'check_env.py'
 
 
 def test_install_check_passes():
