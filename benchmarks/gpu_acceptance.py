@@ -17,7 +17,7 @@ or a run killed from outside, still leaves every finished row on disk:
    (``chunked`` vs ``reference``) as functions at the DAT-T++ stage shapes, the ConvFFN
    whose GELU is recomputed in the backward pass vs the plain modules, and the whole DAT-T++
    backbone (automatic choice vs ``attn_backend='reference'`` and
-   ``ffn_recompute_act=False``) at 224x224 batch 64 and 800x1344 batch 2 and their stage
+   ``fused=False``) at 224x224 batch 64 and 800x1344 batch 2 and their stage
    shapes. Per row: the largest absolute difference, the worst
    norm-relative difference over the output and every gradient, the tolerance and pass/fail,
    median time of both paths over interleaved rounds, and peak memory.
@@ -449,8 +449,7 @@ def function_item(kind, case, st, B, precision, mode, device):
 
 def ffn_item(case, st, B, precision, device):
     """The ConvFFN at one stage shape, forward + backward: GELU recomputed in the backward
-    pass (``recompute_act=None``, the automatic choice) vs the plain modules
-    (``recompute_act=False``)."""
+    pass (``fused=True``, the default) vs the plain modules (``fused=False``)."""
     from dat_mm.models.layers import ConvFFN
     dim = st['spec'].dim
     where = f"stage {st['stage']} {dim}x{st['H']}x{st['W']}"
@@ -469,7 +468,7 @@ def ffn_item(case, st, B, precision, device):
         gout = []
 
         def run():
-            ffn.recompute_act = None if recompute else False
+            ffn.fused = bool(recompute)
             xin = x.detach().requires_grad_()
             with autocast(device, amp_dtype):
                 out = ffn(xin)
@@ -557,14 +556,15 @@ class BackboneCase:
 
     def __init__(self, H, W, B, device, depths=None):
         from dat_mm import DAT
-        from dat_mm.models.layers import (ConvFFN, DeformableAttention2d,
+        from dat_mm.models.layers import (ConvFFN, DATBlock, DeformableAttention2d,
                                           NeighborhoodAttention2d)
         torch.manual_seed(0)
         self.model = DAT(dat_arch(depths), drop_path_rate=0.0).to(device)
         self.x = smooth((B, 3, H, W), device)
         self.attn = [m for m in self.model.modules()
                      if isinstance(m, (NeighborhoodAttention2d, DeformableAttention2d))]
-        self.ffns = [m for m in self.model.modules() if isinstance(m, ConvFFN)]
+        # the modules with fused forms: ConvFFNs and the blocks (LPU residual)
+        self.ffns = [m for m in self.model.modules() if isinstance(m, (ConvFFN, DATBlock))]
         # proj_k.bias: analytically zero gradient (softmax ignores a per-query constant)
         self.params = [(n, p) for n, p in self.model.named_parameters()
                        if not n.endswith('proj_k.bias')]
@@ -575,7 +575,7 @@ class BackboneCase:
         for m in self.attn:
             m.backend = None if fast else 'reference'
         for m in self.ffns:
-            m.recompute_act = None if fast else False
+            m.fused = fast
 
     def runner(self, fast: bool, amp, mode, seen=None):
         """``[*outputs, *gradients]`` of one call; ``seen`` records the automatic backend

@@ -398,11 +398,11 @@ def test_window_attention_module(shifted, window, size):
     assert_device_clean(m, [torch.randn(2, 16, *size, requires_grad=True)], _named_params(m))
 
 
-@pytest.mark.parametrize('recompute_act', [None, True, False])
+@pytest.mark.parametrize('fused', [True, False])
 @pytest.mark.parametrize('channels_last', [False, True])
-def test_conv_ffn_and_gelu_recompute(recompute_act, channels_last):
+def test_conv_ffn_and_gelu_recompute(fused, channels_last):
     torch.manual_seed(0)
-    m = ConvFFN(16, 4, recompute_act=recompute_act)
+    m = ConvFFN(16, 4, fused=fused)
     x = torch.randn(2, 16, 9, 11)
     if channels_last:
         m = m.to(memory_format=torch.channels_last)

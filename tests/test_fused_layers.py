@@ -1,12 +1,15 @@
-"""The ConvFFN's GELU-recompute path (dat_mm.ops.gelu_conv1x1) against the plain modules,
-outputs and all gradients, its memory saving and its choice; drop path; layer input checks."""
+"""The fused forms (DAT(fused=True), the default) against the plain modules, outputs and all
+gradients: the depth-wise residual folded into its convolution (dat_mm.ops.dwconv_residual),
+the ConvFFN's GELU-recompute path (dat_mm.ops.gelu_conv1x1), its memory saving and its choice;
+drop path; layer input checks."""
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dat_mm.models.layers import ConvFFN, NeighborhoodAttention2d
+from dat_mm.models.layers import ConvFFN, DATBlock, NeighborhoodAttention2d
 from dat_mm.models.layers.drop import drop_path
+from dat_mm.ops.dwconv_residual import residual_dwconv
 from dat_mm.ops.gelu_conv1x1 import can_run_gelu_conv1x1, gelu_conv1x1
 from oracles import conv_ffn_oracle
 
@@ -78,7 +81,7 @@ def test_gelu_conv1x1_refuses_what_it_cannot_compute():
 def _ffn_pair(dim=8, **kw):
     torch.manual_seed(0)
     fast = ConvFFN(dim, **kw)
-    plain = ConvFFN(dim, recompute_act=False, drop=kw.get('drop', 0.0))
+    plain = ConvFFN(dim, fused=False, drop=kw.get('drop', 0.0))
     plain.load_state_dict(fast.state_dict())
     for m in (fast.dwc, plain.dwc):  # non-trivial depth-wise weights
         nn.init.normal_(m.weight, std=0.3)
@@ -132,26 +135,67 @@ def test_conv_ffn_inference_leaves_input_alone_and_matches():
     assert rel_err(out, plain(x)) < 2e-6
 
 
-def test_conv_ffn_recompute_choice_and_override():
+def test_conv_ffn_recompute_choice():
     x = _map(1, 8, 5, 5)
-    # dropout after the activation in training: the plain modules
+    # dropout after the activation in training: the plain GELU and linear2
     fast, _ = _ffn_pair(drop=0.1)
     fast.train()
     assert 'GeluConv1x1' not in type(fast(x).grad_fn).__name__
-    with pytest.raises(ValueError, match='dropout'):
-        ConvFFN(8, drop=0.1, recompute_act=True).train()(x)
     fast.eval()
     assert 'GeluConv1x1' in type(fast(x).grad_fn).__name__
-    # autocast: the plain modules (automatic), an error when asked for explicitly
+    # autocast: the plain GELU and linear2
     fast, _ = _ffn_pair()
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        out = fast(x)
-        assert 'GeluConv1x1' not in type(out.grad_fn).__name__
-        with pytest.raises(ValueError, match='autocast'):
-            ConvFFN(8, recompute_act=True)(x)
-    # no autograd: fine with recompute_act=True (nothing to recompute)
-    with torch.no_grad():
-        ConvFFN(8, recompute_act=True)(x)
+        assert 'GeluConv1x1' not in type(fast(x).grad_fn).__name__
+    # fused=False: never
+    assert 'GeluConv1x1' not in type(ConvFFN(8, fused=False)(x).grad_fn).__name__
+
+
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 2e-6), (torch.float64, 1e-13)])
+@pytest.mark.parametrize('ks', [3, 5])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_residual_dwconv_equals_conv_plus_input(dtype, tol, ks, channels_last):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 6, ks, 1, ks // 2, groups=6).to(dtype)
+    nn.init.normal_(conv.weight, std=0.3)
+    x = _map(2, 6, 7, 9, dtype=dtype, channels_last=channels_last)
+    out, exp = residual_dwconv(x, conv), x + conv(x)
+    assert 'Convolution' in type(out.grad_fn).__name__      # one convolution, no separate sum
+    assert rel_err(out, exp) < tol
+    tensors = [x, conv.weight, conv.bias]
+    for name, a, b in zip(('input', 'weight', 'bias'), _grads(out, tensors),
+                          _grads(exp, tensors)):
+        assert rel_err(a, b) < 10 * tol, name
+
+
+def test_residual_dwconv_in_half_precision_is_the_two_step_form():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 4, 3, 1, 1, groups=4)
+    x = torch.randn(1, 4, 5, 5)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out, exp = residual_dwconv(x, conv), x + conv(x)
+    assert torch.equal(out, exp)
+    conv16 = conv.to(torch.bfloat16)
+    x16 = x.to(torch.bfloat16)
+    assert torch.equal(residual_dwconv(x16, conv16), x16 + conv16(x16))
+
+
+@pytest.mark.parametrize('training', [True, False])
+def test_block_fused_equals_plain(training):
+    torch.manual_seed(0)
+    mlp = ConvFFN(8)
+    fast = DATBlock(8, nn.Identity(), mlp, drop_path=0.0).train(training)
+    plain = DATBlock(8, nn.Identity(), ConvFFN(8, fused=False), fused=False).train(training)
+    plain.load_state_dict(fast.state_dict())
+    nn.init.normal_(fast.lpu.weight, std=0.3)
+    plain.load_state_dict(fast.state_dict())
+    x = _map(2, 8, 6, 7, channels_last=True)
+    out, exp = fast(x), plain(x)
+    assert rel_err(out, exp) < 2e-6
+    tensors_fast, tensors_plain = [x] + list(fast.parameters()), [x] + list(plain.parameters())
+    names = ['input'] + [n for n, _ in fast.named_parameters()]
+    for name, a, b in zip(names, _grads(out, tensors_fast), _grads(exp, tensors_plain)):
+        assert rel_err(a, b) < 1e-5, name
 
 
 def test_conv_ffn_under_autocast_matches_float32():

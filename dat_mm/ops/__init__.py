@@ -24,8 +24,9 @@ serves those); they accept float32/float64 and half inputs (autocast) on any dev
 choice and its override (argument, ``DAT_MM_ATTN_BACKEND``) are described in :mod:`.choice`.
 Measured speed and memory: docs/benchmarks.md.
 
-Also here: :mod:`.gelu_conv1x1` (the ConvFFN's GELU + 1x1 convolution that recomputes the
-activation in the backward pass) and :mod:`.position_tables` (resizing the learned position
+Also here, the fused forms the layers use with ``fused=True``: :mod:`.gelu_conv1x1` (the
+ConvFFN's GELU + 1x1 convolution that recomputes the activation in the backward pass) and
+:mod:`.dwconv_residual` (``x + DWConv(x)`` as one convolution); and :mod:`.position_tables` (resizing the learned position
 tables of DAT v1 to another resolution).
 """
 from .choice import ENV_VAR

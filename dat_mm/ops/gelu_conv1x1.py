@@ -15,7 +15,6 @@ Element-wise work on ``channels_last`` maps runs on their contiguous NHWC view: 
 (the convolution would run in a dtype chosen by autocast, which this function does not
 replay in the backward pass) and anything but a plain ``1x1`` convolution.
 """
-from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -37,10 +36,12 @@ def _nhwc(*ts):
     return ts, False
 
 
-def gelu_map(x: torch.Tensor, approximate: str = 'none') -> torch.Tensor:
-    """GELU of an NCHW map, on its NHWC view when it is ``channels_last``."""
+def gelu_map(x: torch.Tensor, approximate: str = 'none', inplace: bool = False) -> torch.Tensor:
+    """GELU of an NCHW map, on its NHWC view when it is ``channels_last`` (in place if asked:
+    only where no backward pass needs ``x``)."""
     (v,), cl = _nhwc(x)
-    y = F.gelu(v, approximate=approximate)
+    y = torch.ops.aten.gelu_(v, approximate=approximate) if inplace else \
+        F.gelu(v, approximate=approximate)
     return y.permute(0, 3, 1, 2) if cl else y
 
 

@@ -155,8 +155,11 @@ class DAT(BaseModule):
         with_cp: activation checkpointing per block while training.
         attn_backend: force an attention backend (``'reference'``, ...) for every block;
             ``None`` chooses automatically (rules in :mod:`dat_mm.ops.choice`).
-        ffn_recompute_act: the ConvFFN keeps its GELU input and recomputes the output in the
-            backward pass (``None``: whenever exact; see :class:`ConvFFN` ``recompute_act``).
+        fused: the LPU and ConvFFN in their fused forms (default; see :class:`DATBlock` and
+            :class:`ConvFFN`): the depth-wise residuals folded into their convolutions, GELU on
+            NHWC views, and the ConvFFN's GELU recomputed in the backward pass instead of kept
+            (one 4C map less per block in training). Same results up to float rounding;
+            ``False``: the plain modules (docs/benchmarks.md section 9 measures both).
         channels_last: run the feature maps in ``torch.channels_last`` memory (the returned
             maps are always contiguous NCHW). ``None``: on CPU inputs, where the convolutions
             and the channel LayerNorms are faster that way (docs/benchmarks.md).
@@ -181,7 +184,7 @@ class DAT(BaseModule):
                  out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
                  out_norm: bool = True, frozen_stages: int = -1, norm_eval: bool = False,
                  with_cp: bool = False, attn_backend: str = None,
-                 ffn_recompute_act: Optional[bool] = None,
+                 fused: bool = True,
                  channels_last: Optional[bool] = None, check_finite: bool = False,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
@@ -219,12 +222,11 @@ class DAT(BaseModule):
                 attn = _build_attention(kind, stage, spec, fmap, attn_drop_rate, drop_rate,
                                         attn_backend)
                 if spec.conv_ffn:
-                    mlp = ConvFFN(stage.dim, ratio=spec.mlp_ratio, drop=drop_rate,
-                                  recompute_act=ffn_recompute_act)
+                    mlp = ConvFFN(stage.dim, ratio=spec.mlp_ratio, drop=drop_rate, fused=fused)
                 else:
                     mlp = TokenMLP(stage.dim, ratio=spec.mlp_ratio, drop=drop_rate)
                 blocks.append(DATBlock(stage.dim, attn, mlp, drop_path=dpr[i][j],
-                                       use_lpu=spec.lpu))
+                                       use_lpu=spec.lpu, fused=fused))
             self.stages.append(DATStage(blocks, with_cp))
             fmap //= 2
         self.norms = nn.ModuleList(

@@ -1,10 +1,10 @@
 """The two MLPs of DAT: ConvFFN (DAT++) and the token MLP (DAT v1)."""
-from typing import Optional
 
 import torch
 import torch.nn as nn
 
-from dat_mm.ops.gelu_conv1x1 import can_run_gelu_conv1x1, gelu_conv1x1
+from dat_mm.ops.dwconv_residual import residual_dwconv
+from dat_mm.ops.gelu_conv1x1 import can_run_gelu_conv1x1, gelu_conv1x1, gelu_map
 
 
 class ConvFFN(nn.Module):
@@ -13,19 +13,18 @@ class ConvFFN(nn.Module):
     The depth-wise conv is a residual *before* the activation. Parameter names follow the
     published checkpoints (``linear1.0``, ``dwc``, ``linear2.0``).
 
-    With autograd, the GELU and ``linear2`` run as one function that keeps the GELU's input
-    and recomputes its output in the backward pass (:mod:`dat_mm.ops.gelu_conv1x1`): one
-    ``rC`` map less per block in training memory, bit-identical results; forward hooks on
-    ``act`` and ``linear2`` do not fire then.
-
     Args:
-        recompute_act: that function with autograd. ``None`` (default): whenever it computes
-            the call exactly (not under autocast, no dropout in training); ``False``: never
-            (the plain modules); ``True``: always, an error where it cannot.
+        fused: compute the same with fewer passes over the ``rC`` maps (default): the residual
+            folded into ``dwc`` (:mod:`dat_mm.ops.dwconv_residual`); GELU on the NHWC view of
+            ``channels_last`` maps, in place when no backward pass needs its input; and, with
+            autograd, GELU and ``linear2`` as one function that keeps the GELU's input and
+            recomputes its output in the backward pass (:mod:`dat_mm.ops.gelu_conv1x1`; one
+            ``rC`` map less per block in training memory, not under autocast or dropout).
+            Forward hooks on ``dwc``, ``act`` and ``linear2`` may not fire then. ``False``:
+            the plain modules.
     """
 
-    def __init__(self, dim: int, ratio: int = 4, drop: float = 0.0,
-                 recompute_act: Optional[bool] = None):
+    def __init__(self, dim: int, ratio: int = 4, drop: float = 0.0, fused: bool = True):
         super().__init__()
         hidden = dim * ratio
         self.linear1 = nn.Sequential(nn.Conv2d(dim, hidden, 1))
@@ -33,27 +32,26 @@ class ConvFFN(nn.Module):
         self.act = nn.GELU()
         self.linear2 = nn.Sequential(nn.Conv2d(hidden, dim, 1))
         self.drop = nn.Dropout(drop)
-        self.recompute_act = recompute_act
+        self.fused = fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.drop(self.linear1(x))
-        x = x + self.dwc(x)
+        if not self.fused:
+            x = x + self.dwc(x)
+            return self.drop(self.linear2(self.act(x)))
+        x = residual_dwconv(x, self.dwc)
         if self._recompute(x):
             return gelu_conv1x1(x, self.linear2[0], self.act.approximate)
-        return self.drop(self.linear2(self.act(x)))
+        x = gelu_map(x, self.act.approximate, inplace=not x.requires_grad)
+        return self.drop(self.linear2(x))
 
     def _recompute(self, x: torch.Tensor) -> bool:
-        """Whether this call runs the recompute function (see ``recompute_act``)."""
+        """Whether this call runs the GELU-recompute function: autograd needs the backward
+        pass, no dropout after the activation in training, and the function is exact here."""
         needs_backward = torch.is_grad_enabled() and (x.requires_grad or any(
             p.requires_grad for p in self.linear2.parameters()))
-        if not needs_backward or self.recompute_act is False:
-            return False
-        if self.training and self.drop.p > 0:
-            if self.recompute_act:
-                raise ValueError(f'ConvFFN(recompute_act=True) cannot run this call: dropout '
-                                 f'({self.drop.p}) after the activation in training')
-            return False
-        return can_run_gelu_conv1x1(x, self.linear2[0], raise_error=bool(self.recompute_act))
+        return (needs_backward and not (self.training and self.drop.p > 0)
+                and can_run_gelu_conv1x1(x, self.linear2[0]))
 
 
 class TokenMLP(nn.Module):
