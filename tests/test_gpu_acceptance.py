@@ -29,7 +29,8 @@ def run_script(out, *args):
     env.pop('OUT', None)
     env['PYTHONPATH'] = REPO + (os.pathsep + env['PYTHONPATH'] if env.get('PYTHONPATH') else '')
     return subprocess.run([sys.executable, '-m', 'benchmarks.gpu_acceptance', '--dry-run',
-                           '--out', str(out), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+                           '--out', str(out), *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
 
 
 def read_csv(path):

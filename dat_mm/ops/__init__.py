@@ -26,8 +26,8 @@ Measured speed and memory: docs/benchmarks.md.
 
 Also here, the fused forms the layers use with ``fused=True``: :mod:`.gelu_conv1x1` (the
 ConvFFN's GELU + 1x1 convolution that recomputes the activation in the backward pass) and
-:mod:`.dwconv_residual` (``x + DWConv(x)`` as one convolution); and :mod:`.position_tables` (resizing the learned position
-tables of DAT v1 to another resolution).
+:mod:`.dwconv_residual` (``x + DWConv(x)`` as one convolution); and :mod:`.position_tables`
+(resizing the learned position tables of DAT v1 to another resolution).
 """
 from .choice import ENV_VAR
 from .deformable import (DMHA_BACKENDS, choose_dmha_backend, deformable_rpe_bias, dmha,

@@ -34,9 +34,9 @@ authors' code fails.
 
 Loading tables of another size. A v1 model built for another ``img_size`` (DAT-B 384 from the
 224 checkpoint) has larger tables; an incoming ``rpe_table`` with the same number of heads is
-resized bicubically on ``load_state_dict``, as the authors do (:mod:`dat_mm.ops.position_tables`). DAT++
-keeps the 224 tables at every resolution, so its checkpoints always match and nothing is
-resized.
+resized bicubically on ``load_state_dict``, as the authors do
+(:mod:`dat_mm.ops.position_tables`). DAT++ keeps the 224 tables at every resolution, so its
+checkpoints always match and nothing is resized.
 """
 from functools import partial
 
