@@ -15,7 +15,7 @@ published_checkpoint = 'checkpoints/dat_b_in1k_384.pth'
 #       checkpoints/dat_b_in1k.pth --config configs/mmpretrain/dat_b_in1k.py
 # (the published dat_base_in1k_224.pth); training fails naming this file if it is absent.
 # Its position tables (7 x 7 windows, rpe tables for 224) are resized bicubically to the 12 x 12
-# windows and 384 tables on load, as the authors do (dat_mm/models/layers/position_tables.py).
+# windows and 384 tables on load, as the authors do (dat_mm/ops/position_tables.py).
 pretrained_224 = 'checkpoints/dat_b_in1k.pth'
 
 model = dict(
