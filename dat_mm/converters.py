@@ -239,6 +239,18 @@ def state_dict_of(ckpt, path: str = 'checkpoint') -> dict:
     return state
 
 
+def with_prefix(state: Dict, prefix: str, keep_others: bool = False) -> OrderedDict:
+    """The keys of ``state`` that start with ``prefix``, without it. Keys without the prefix
+    are dropped, or kept as they are with ``keep_others`` (to unwrap ``module.`` of DDP)."""
+    out = OrderedDict()
+    for key, value in state.items():
+        if key.startswith(prefix):
+            out[key[len(prefix):]] = value
+        elif keep_others:
+            out[key] = value
+    return out
+
+
 def load_backbone_weights(backbone: torch.nn.Module, path: str, prefix: str = None,
                           map_location='cpu') -> None:
     """Load backbone weights in dat_mm's or the authors' layout into ``backbone``.
@@ -253,8 +265,7 @@ def load_backbone_weights(backbone: torch.nn.Module, path: str, prefix: str = No
         prefix = 'backbone.'
     if prefix:
         prefix = prefix if prefix.endswith('.') else prefix + '.'
-        state = OrderedDict((k[len(prefix):], v) for k, v in state.items()
-                            if k.startswith(prefix))
+        state = with_prefix(state, prefix)
         if not state:
             raise KeyError(f'{path}: no key starts with prefix {prefix!r}')
     if is_published_layout(state):

@@ -5,7 +5,8 @@ import torch
 from mmengine.config import Config
 
 from dat_mm import DAT
-from dat_mm.apis import build_model_from_config, load_model_weights, with_prefix
+from dat_mm.apis import build_model_from_config, load_model_weights
+from dat_mm.converters import with_prefix
 
 from published_layout import published_state
 

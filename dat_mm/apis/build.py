@@ -10,25 +10,18 @@ module for dat_mm's tools (FLOP counting, visualisation, checkpoint conversion) 
 import copy
 import os
 from collections import OrderedDict
-from typing import Dict, Optional, Union
+from typing import Optional, Union
 
+import torch
 from mmengine.config import Config
 
+from ..checkpoint import load_checkpoint
+from ..converters import (check_state_dict_fits, convert_published_checkpoint,
+                          is_published_layout, resizable_table, state_dict_of, with_prefix)
+from ..models import find_backbone
 from .runner import config_scope
 
 ConfigLike = Union[str, os.PathLike, Config]
-
-
-def with_prefix(state: Dict, prefix: str, keep_others: bool = False) -> 'OrderedDict':
-    """The keys of ``state`` that start with ``prefix``, without it. Keys without the prefix
-    are dropped, or kept as they are with ``keep_others`` (to unwrap ``module.`` of DDP)."""
-    out = OrderedDict()
-    for key, value in state.items():
-        if key.startswith(prefix):
-            out[key[len(prefix):]] = value
-        elif keep_others:
-            out[key] = value
-    return out
 
 
 def _config(config: ConfigLike, cfg_options: Optional[dict]) -> Config:
@@ -93,7 +86,6 @@ def build_model_from_config(config: ConfigLike, checkpoint: Optional[str] = None
         model = MODELS.build(model_cfg)
     if checkpoint is not None:
         print_log(f'{where}: {load_model_weights(model, checkpoint)}', logger='current')
-    import torch
     if torch.device(device).type == 'cpu':
         from mmengine.model import revert_sync_batchnorm
         model = revert_sync_batchnorm(model)
@@ -115,11 +107,6 @@ def load_model_weights(model, checkpoint: str) -> str:
     Returns a one-line description of what was loaded.
     """
     from mmengine.runner import load_state_dict
-
-    from ..checkpoint import load_checkpoint
-    from ..converters import (check_state_dict_fits, convert_published_checkpoint,
-                              is_published_layout, resizable_table, state_dict_of)
-    from ..models import find_backbone
 
     checkpoint = os.fspath(checkpoint)
     if '://' not in checkpoint and not os.path.isfile(checkpoint):
