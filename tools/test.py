@@ -15,7 +15,7 @@ import os
 
 from mmengine.config import Config, DictAction
 
-from dat_mm.apis import build_runner, load_config
+from dat_mm.apis import build_runner, finish_distributed, load_config
 
 
 def parse_args(argv=None):
@@ -97,6 +97,7 @@ def main(argv=None):
     if args.out and scope != 'mmseg':
         add_dump(runner, cfg, scope, args.out)
     metrics = runner.test()
+    finish_distributed()
     return metrics
 
 

@@ -14,7 +14,7 @@ import os
 
 from mmengine.config import DictAction
 
-from dat_mm.apis import build_runner, load_config
+from dat_mm.apis import build_runner, finish_distributed, load_config
 
 
 def parse_args(argv=None):
@@ -70,6 +70,7 @@ def main(argv=None):
 
     runner = build_runner(cfg, scope, args.launcher, amp_requested=args.amp)
     runner.train()
+    finish_distributed()
     return runner
 
 

@@ -104,6 +104,15 @@ def init_cpu_distributed(launcher: str, backend: str = 'gloo') -> None:
     dist.init_process_group(backend=backend)
 
 
+def finish_distributed() -> None:
+    """Destroy the process group of a distributed run once the runner is done, so that no
+    communication thread is still alive when the interpreter exits (a gloo process left to
+    the exit handlers can abort with 'terminate called without an active exception')."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def apply_scope_defaults(cfg: Config, scope: str) -> None:
     """What each library's own tools/train.py adds to its configs."""
     if scope == 'mmpretrain':
