@@ -346,8 +346,9 @@ def test_deformable_chunked_grid_sample_split_and_inference():
     torch.set_num_threads(2)
     try:
         q, k, v, pos, q_coords, rpe, scale = _dmha_inputs(g=1)
-        assert dmha_chunked_mod._Plan(q, k, v, pos, q_coords, rpe, scale, 20).split == 2
-        chunked = functools.partial(dmha_chunked, chunk=20)
+        assert dmha_chunked_mod._Plan(q, k, v, pos, q_coords, rpe, scale, 20,
+                                      'grid').split == 2
+        chunked = functools.partial(dmha_chunked, chunk=20, bias_method='grid')
         assert_device_clean(chunked, _dmha_inputs(g=1))
         assert_device_clean(chunked, _dmha_inputs(g=1), grad=False)
     finally:

@@ -192,12 +192,56 @@ DM_CASES = [
 @pytest.mark.parametrize('case', DM_CASES)
 @pytest.mark.parametrize('chunk', [None, 5, 1])
 @pytest.mark.parametrize('pos_mode', ['clamped', 'outside'])
-def test_dmha_chunked_matches_reference_float32(case, chunk, pos_mode):
+@pytest.mark.parametrize('bias_method', ['separable', 'grid'])
+def test_dmha_chunked_matches_reference_float32(case, chunk, pos_mode, bias_method):
     B, nh, g, H, W, Hk, Wk, c, table = case
     inputs = _dmha_inputs(B, nh, g, H, W, Hk, Wk, c, table, torch.float32, pos_mode=pos_mode)
     exp = _dmha_run(dmha_reference, inputs)
-    got = _dmha_run(dmha_chunked, inputs, chunk=chunk)
+    got = _dmha_run(dmha_chunked, inputs, chunk=chunk, bias_method=bias_method)
     _assert_all_close(got, exp, RTOL32, DM_NAMES)
+
+
+@pytest.mark.parametrize('pos_mode', ['clamped', 'outside', 'tanh'])
+@pytest.mark.parametrize('case', [
+    (2, 4, 2, 7, 23, 3, 5, 8, (5, 5)),     # map wider than the table: chosen automatically
+    (1, 2, 1, 11, 4, 4, 3, 8, (9, 3)),     # map narrower than the table, non-square table
+    (3, 6, 3, 3, 31, 2, 7, 4, (2, 9)),     # batch 3, 3 groups, 3-wide table rows
+    (1, 2, 1, 6, 9, 3, 3, 8, (1, 2)),      # a single-row table
+])
+def test_dmha_separable_bias_is_exact_float64(case, pos_mode):
+    """The two-step bias and its backward (table and position gradients), against the
+    reference in float64: equal to rounding, for positions on, inside and far outside the
+    border (zero padding), and with the backward from kept and from recomputed chunks."""
+    B, nh, g, H, W, Hk, Wk, c, table = case
+    inputs = _dmha_inputs(B, nh, g, H, W, Hk, Wk, c, table, torch.float64, pos_mode=pos_mode)
+    if pos_mode == 'outside':   # up to 3x outside: both corners of some samples are padding
+        inputs = inputs[:3] + (inputs[3].detach().mul(2).requires_grad_(),) + inputs[4:]
+    exp = _dmha_run(dmha_reference, inputs)
+    for chunk in (None, 2 * W + 1):
+        got = _dmha_run(dmha_chunked, inputs, chunk=chunk, bias_method='separable')
+        _assert_all_close(got, exp, 1e-12, DM_NAMES)
+
+
+def test_dmha_bias_method_choice():
+    """Separable where the query grid is at least as wide as the table, grid_sample elsewhere
+    and for query coordinates that are not a grid; asking for the separable bias there is an
+    error."""
+    wide = _dmha_inputs(1, 2, 1, 4, 13, 2, 3, 4, (7, 7), torch.float32)
+    narrow = _dmha_inputs(1, 2, 1, 4, 12, 2, 3, 4, (7, 7), torch.float32)
+    assert dmha_chunked_mod._Plan(*wide, None).sep is not None
+    assert dmha_chunked_mod._Plan(*narrow, None).sep is None
+    assert dmha_chunked_mod._Plan(*narrow, None, 'separable').sep is not None
+    assert dmha_chunked_mod._Plan(*wide, None, 'grid').sep is None
+    q, k, v, pos, qc, rpe, scale = wide
+    shuffled = qc[torch.randperm(qc.shape[0], generator=torch.Generator().manual_seed(0))]
+    assert dmha_chunked_mod._Plan(q, k, v, pos, shuffled, rpe, scale, None).sep is None
+    with pytest.raises(ValueError, match='on a grid'):
+        dmha_chunked(q, k, v, pos, shuffled, rpe, scale, bias_method='separable')
+    with pytest.raises(ValueError, match='bias_method'):
+        dmha_chunked(q, k, v, pos, qc, rpe, scale, bias_method='bilinear')
+    exp = _dmha_run(dmha_reference, (q, k, v, pos, shuffled, rpe, scale))
+    _assert_all_close(_dmha_run(dmha_chunked, (q, k, v, pos, shuffled, rpe, scale)), exp,
+                      RTOL32, DM_NAMES)
 
 
 @pytest.mark.parametrize('save_budget', [0, 1 << 40])
@@ -210,8 +254,9 @@ def test_dmha_chunked_recompute_and_kept_backward_agree(monkeypatch, save_budget
     _assert_all_close(got, exp, 1e-12, DM_NAMES)
 
 
-@pytest.mark.parametrize('use_pe', [True, False])
-def test_dmha_chunked_kept_tensors_pass_saved_tensor_hooks(use_pe):
+@pytest.mark.parametrize('use_pe,bias_method', [(True, 'grid'), (True, 'separable'),
+                                                (False, None)])
+def test_dmha_chunked_kept_tensors_pass_saved_tensor_hooks(use_pe, bias_method):
     """The probabilities kept for the backward pass are saved tensors, so saved-tensor hooks
     (what non-reentrant activation checkpointing uses to free them) see every byte of them;
     and through a checkpointed call the gradients stay the reference's."""
@@ -225,16 +270,17 @@ def test_dmha_chunked_kept_tensors_pass_saved_tensor_hooks(use_pe):
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        dmha_chunked(q, k, v, pos, q_coords, rpe, scale, chunk=5)
+        dmha_chunked(q, k, v, pos, q_coords, rpe, scale, chunk=5, bias_method=bias_method)
     M, Ns = H * W, Hk * Wk
-    probs = nh * B * M * Ns                                  # kept in chunks of 5 queries
-    grids = (g * B * M * Ns * 2) if use_pe else 0
+    probs = nh * B * M * Ns                                  # kept in chunks of queries
+    # the bias's saved tensor: the sampling grid, or the separable bias's x-slope
+    grids = {'grid': g * B * M * Ns * 2, 'separable': nh * B * M * Ns, None: 0}[bias_method]
     inputs_and_out = sum(t.numel() for t in (q, k, v, pos, q_coords) + ((rpe,) if use_pe
                                                                        else ())) + q.numel()
     assert sum(packed) == inputs_and_out + probs + grids
     exp = _dmha_run(dmha_reference, inputs)
     got = _dmha_run(lambda *a, **kw: torch.utils.checkpoint.checkpoint(
-        dmha_chunked, *a, use_reentrant=False, **kw), inputs, chunk=5)
+        dmha_chunked, *a, use_reentrant=False, **kw), inputs, chunk=5, bias_method=bias_method)
     names = DM_NAMES if use_pe else DM_NAMES[:4]
     _assert_all_close(got, exp, 1e-12, names)
 
@@ -427,12 +473,14 @@ def test_dmha_chunked_grid_sample_split_over_threads(groups):
     try:
         inputs = _dmha_inputs(1, 4, groups, 10, 12, 3, 4, 8, (6, 6), torch.float64)
         q, k, v, pos, qc, rpe, scale = inputs
-        plan = dmha_chunked_mod._Plan(q, k, v, pos, qc, rpe, scale, 20)
+        plan = dmha_chunked_mod._Plan(q, k, v, pos, qc, rpe, scale, 20, 'grid')
         assert plan.split == 4 // groups and plan._split(20) == plan.split
         exp = _dmha_run(dmha_reference, inputs)
-        got = _dmha_run(dmha_chunked, inputs, chunk=20)   # 120 queries: 6 chunks of 20
+        # 120 queries: 6 chunks of 20
+        got = _dmha_run(dmha_chunked, inputs, chunk=20, bias_method='grid')
         _assert_all_close(got, exp, 1e-12, DM_NAMES)
-        got = _dmha_run(dmha_chunked, inputs, chunk=30)   # 30 % 4 != 0: unsplit fallback
+        # 30 % 4 != 0: unsplit fallback
+        got = _dmha_run(dmha_chunked, inputs, chunk=30, bias_method='grid')
         _assert_all_close(got, exp, 1e-12, DM_NAMES)
     finally:
         torch.set_num_threads(threads)

@@ -8,15 +8,18 @@ several GiB per block in stage 0 (``M = 67200`` queries against ``Ns = 1050`` ke
 
 This path processes ``M`` in chunks of queries so that only chunk-sized temporaries exist:
 
-* the bias of a chunk is one ``grid_sample`` of the (un-copied) table of each offset group,
-  with the batch folded into the grid's rows (``(g, B*Mc, Ns, 2)``), so its values are exactly
-  the reference's (same op, same coordinates). ATen's CPU ``grid_sample`` uses one thread per
-  batch entry: with fewer offset groups than threads the rows are split over more entries;
+* the bias of a chunk: for queries on a grid at least as wide as the table (detection and
+  segmentation inputs), two 1-D interpolations of the table (:mod:`.deformable_bias_separable`,
+  about half the time of ``grid_sample`` forward and backward); otherwise one ``grid_sample``
+  of the (un-copied) table of each offset group, with the batch folded into the grid's rows
+  (``(g, B*Mc, Ns, 2)``), so its values are exactly the reference's (same op, same
+  coordinates). ATen's CPU ``grid_sample`` uses one thread per batch entry: with fewer offset
+  groups than threads the rows are split over more entries;
 * logits, softmax and the weighted sum follow per chunk, in ``(heads, B)`` batch order so that
   the bias needs no permute; one ``baddbmm`` adds ``scale * q k^T`` into the bias in place;
 * the backward pass is a custom ``autograd.Function``: it recomputes each chunk's
   probabilities (unless they were small enough to keep, see :data:`SAVE_PROBS_BYTES`) and
-  applies the softmax-attention gradient formulas, then ``grid_sampler_2d_backward`` for the
+  applies the softmax-attention gradient formulas, then the bias's own backward for the
   gradients of ``rpe_table`` and of the sampling positions. Peak extra memory is a few chunks.
 
 Half precision (fp16/bf16 inputs, e.g. under autocast): the matmuls run in the inputs' dtype,
@@ -30,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .choice import refuse
+from .deformable_bias_separable import SeparableBias, tensor_grid, worthwhile
 
 #: Elements of a chunk's ``(heads, B, Mc, Ns)`` logits (float32: 8 MiB). Temporaries of a
 #: chunk are a small multiple of this.
@@ -54,7 +58,7 @@ def _chunk_rows(B: int, nh: int, M: int, Ns: int, chunk: Optional[int], multiple
 class _Plan:
     """Tensors shared by forward and backward, in the layouts the chunks use."""
 
-    def __init__(self, q, k, v, pos, q_coords, rpe_table, scale, chunk):
+    def __init__(self, q, k, v, pos, q_coords, rpe_table, scale, chunk, bias_method=None):
         B, nh, M, c = q.shape
         Ns = k.shape[2]
         g = pos.shape[1]
@@ -72,24 +76,43 @@ class _Plan:
         self.k = k.to(self.dt).transpose(0, 1).contiguous()           # (h, B, Ns, c)
         self.v = v.to(self.dt).transpose(0, 1).contiguous()
         self.use_bias = rpe_table is not None
+        self.sep = None
+        self.split = 1
         if self.use_bias:
             th, tw = rpe_table.shape[1:]
             self.table = rpe_table.to(self.acc).reshape(g, nh // g, th, tw)
-            # Coordinates in grid_sample's (x, y) order and halved, once, on the small
-            # tensors: q/2 - pos/2 equals the reference's (q - pos) * 0.5 exactly (halving is
-            # exact in binary floating point).
-            self.pos = pos.to(self.acc).flip(-1).transpose(0, 1) * 0.5      # (g, B, Ns, 2)
-            self.pos_flat = self.pos.reshape(g, B, 1, Ns * 2)
-            self.q_coords = q_coords.to(self.acc).flip(-1) * 0.5              # (M, 2)
-        # ATen's CPU grid_sample runs one thread per batch entry (here: per offset group).
-        # With fewer groups than threads, the rows of each chunk are split over `split` batch
-        # entries that see the same (tiny) table, and the table gradients are summed back.
-        threads = torch.get_num_threads() if q.device.type == 'cpu' else 1
-        self.split = -(-threads // g) if self.use_bias and g < threads else 1
-        if self.split > 1:
-            self.table_split = self.table.unsqueeze(1).expand(
-                g, self.split, nh // g, th, tw).reshape(g * self.split, nh // g, th, tw)
+            grid = tensor_grid(q_coords)
+            if bias_method not in (None, 'separable', 'grid'):
+                raise ValueError(f"bias_method must be 'separable', 'grid' or None, got "
+                                 f'{bias_method!r}')
+            if bias_method == 'separable' and grid is None:
+                raise ValueError('the separable bias needs query coordinates on a grid')
+            if grid is not None and (bias_method == 'separable' or bias_method is None and
+                                     worthwhile(grid[1].numel(), tw)):
+                # queries on a grid wider than the table: the separable bias
+                qy, qx = (t.to(self.acc) for t in grid)
+                self.W = qx.numel()
+                self.sep = SeparableBias(self.table, pos.to(self.acc), qy, qx)
+            else:
+                # Coordinates in grid_sample's (x, y) order and halved, once, on the small
+                # tensors: q/2 - pos/2 equals the reference's (q - pos) * 0.5 exactly (halving
+                # is exact in binary floating point).
+                self.pos = pos.to(self.acc).flip(-1).transpose(0, 1) * 0.5      # (g, B, Ns, 2)
+                self.pos_flat = self.pos.reshape(g, B, 1, Ns * 2)
+                self.q_coords = q_coords.to(self.acc).flip(-1) * 0.5              # (M, 2)
+                # ATen's CPU grid_sample runs one thread per batch entry (here: per offset
+                # group). With fewer groups than threads, the rows of each chunk are split
+                # over `split` batch entries that see the same (tiny) table, and the table
+                # gradients are summed back.
+                threads = torch.get_num_threads() if q.device.type == 'cpu' else 1
+                self.split = -(-threads // g) if g < threads else 1
+                if self.split > 1:
+                    self.table_split = self.table.unsqueeze(1).expand(
+                        g, self.split, nh // g, th, tw).reshape(g * self.split, nh // g, th, tw)
         self.rows = _chunk_rows(B, nh, M, Ns, chunk, self.split)
+        if self.sep is not None:  # whole query rows
+            self.rows = max(1, self.rows // self.W) * self.W
+        self.dtable = self.dpos = None
 
     def chunks(self):
         for m0 in range(0, self.M, self.rows):
@@ -138,12 +161,47 @@ class _Plan:
             d_grid = d_grid.view(grid.shape)
         return d_tab, d_grid
 
-    def probs(self, m0, m1, grid=None):
-        """Softmax probabilities of queries ``m0:m1``, ``(h, B, Mc, Ns)``, accumulation dtype."""
+    def bias_chunk(self, m0, m1):
+        """``(bias (h, B, Mc, Ns), saved)`` for queries ``m0:m1`` ;
+        ``saved`` is what :meth:`bias_chunk_backward` needs."""
+        if self.sep is not None:
+            return self.sep.forward(m0 // self.W, m1 // self.W, self.acc)
+        grid = self.grid(m0, m1)
+        bias = self.bias(grid)                                    # (g, h/g, B*Mc, Ns)
+        return bias.view(self.nh, self.B, m1 - m0, self.Ns), grid
+
+    def bias_chunk_backward(self, m0, m1, ds, saved, need_table, need_pos):
+        """Accumulate the table and position gradients of queries ``m0:m1`` from ``ds``
+        ``(h, B, Mc, Ns)``."""
+        if self.sep is not None:
+            self.sep.backward(m0 // self.W, m1 // self.W, ds, saved, need_table, need_pos)
+            return
+        g, Mc = self.g, m1 - m0
+        d_tab, d_grid = self.bias_backward(ds.view(g, self.nh // g, self.B * Mc, self.Ns),
+                                           saved, need_table, need_pos)
+        if need_table:
+            self.dtable = d_tab if self.dtable is None else self.dtable.add_(d_tab)
+        if need_pos:
+            d_pos = d_grid.view(g, self.B, Mc, self.Ns, 2).sum(2)
+            self.dpos = d_pos if self.dpos is None else self.dpos.add_(d_pos)
+
+    def bias_grads(self):
+        """``(table gradient (g, h/g, Th, Tw), position gradient (B, g, Ns, 2) (y, x))``."""
+        if self.sep is not None:
+            return self.sep.grads()
+        dpos = None
+        if self.dpos is not None:
+            # grid = (q_coords - pos) / 2 in flipped (x, y) order
+            dpos = (self.dpos * -0.5).flip(-1).transpose(0, 1)
+        return self.dtable, dpos
+
+    def probs(self, m0, m1):
+        """Softmax probabilities of queries ``m0:m1`` ``(h, B, Mc, Ns)``,
+        accumulation dtype, and what the bias backward needs (None without bias)."""
         q = self.q[:, :, m0:m1]
+        saved = None
         if self.use_bias:
-            grid = self.grid(m0, m1) if grid is None else grid
-            bias = self.bias(grid)                                    # (g, h/g, B*Mc, Ns)
+            bias, saved = self.bias_chunk(m0, m1)                     # (h, B, Mc, Ns)
             if self.dt == self.acc:
                 # one GEMM: bias += scale * q k^T (no separate scale and add passes)
                 hb, mc = self.nh * self.B, m1 - m0
@@ -152,10 +210,10 @@ class _Plan:
                     .transpose(-1, -2), alpha=self.scale).view(self.nh, self.B, mc, self.Ns)
             else:
                 logits = torch.matmul(q, self.k.transpose(-1, -2)).to(self.acc)
-                logits = logits.mul_(self.scale).add_(bias.view(logits.shape))
+                logits = logits.mul_(self.scale).add_(bias)
         else:
             logits = torch.matmul(q, self.k.transpose(-1, -2)).to(self.acc).mul_(self.scale)
-        return torch.softmax(logits, dim=-1)
+        return torch.softmax(logits, dim=-1), saved
 
 
 def _forward(plan: _Plan, keep_probs: bool):
@@ -169,24 +227,25 @@ def _forward(plan: _Plan, keep_probs: bool):
     out_hb = out.transpose(0, 1)
     kept = []
     for m0, m1 in plan.chunks():
-        grid = plan.grid(m0, m1) if plan.use_bias else None
-        p = plan.probs(m0, m1, grid)
+        p, saved = plan.probs(m0, m1)
         out_hb[:, :, m0:m1] = torch.matmul(p.to(plan.dt), plan.v)
         if keep_probs:
-            kept.append((p, grid))
+            kept.append((p, saved))
     return out, kept
 
 
 class _DMHAChunked(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, q, k, v, pos, q_coords, rpe_table, scale, chunk):
+    def forward(ctx, q, k, v, pos, q_coords, rpe_table, scale, chunk, bias_method):
         with torch.autocast(q.device.type, enabled=False):
-            plan = _Plan(q, k, v, pos, q_coords, rpe_table, scale, chunk)
-            nbytes = 4 * plan.B * plan.M * plan.Ns * (plan.nh + (2 * plan.g if plan.use_bias
-                                                                else 0))
+            plan = _Plan(q, k, v, pos, q_coords, rpe_table, scale, chunk, bias_method)
+            # kept per chunk: the probabilities and the bias's saved tensor (the separable
+            # bias's y-slope, or the sampling grid)
+            bias_saved = 0 if not plan.use_bias else plan.nh if plan.sep else 2 * plan.g
+            nbytes = 4 * plan.B * plan.M * plan.Ns * (plan.nh + bias_saved)
             out, kept = _forward(plan, keep_probs=nbytes <= SAVE_PROBS_BYTES)
-        ctx.plan_args = (scale, chunk)
+        ctx.plan_args = (scale, chunk, bias_method)
         ctx.dtypes = (q.dtype, k.dtype, v.dtype, pos.dtype,
                       None if rpe_table is None else rpe_table.dtype)
         # The kept probabilities and grids go through save_for_backward like every input, so
@@ -201,27 +260,20 @@ class _DMHAChunked(torch.autograd.Function):
     def backward(ctx, dout):
         q, k, v, pos, q_coords, rpe_table, out, *flat_kept = ctx.saved_tensors
         kept = list(zip(flat_kept[0::2], flat_kept[1::2]))
-        scale, chunk = ctx.plan_args
+        scale, chunk, bias_method = ctx.plan_args
         need_q, need_k, need_v, need_pos, _, need_table = ctx.needs_input_grad[:6]
         with torch.autocast(q.device.type, enabled=False):
-            plan = _Plan(q, k, v, pos, q_coords, rpe_table, scale, chunk)
+            plan = _Plan(q, k, v, pos, q_coords, rpe_table, scale, chunk, bias_method)
             dt, f32 = plan.dt, plan.acc
-            dout_hb = dout.to(dt).transpose(0, 1)                        # (h, B, M, c)
             # D_i = sum_j P_ij dP_ij = <dout_i, out_i>
             delta = (dout.to(f32) * out.to(f32)).sum(-1).transpose(0, 1)   # (h, B, M)
+            dout_hb = dout.to(dt).transpose(0, 1)                        # (h, B, M, c)
             dq = torch.empty_like(plan.q) if need_q else None
             dk = torch.zeros(plan.k.shape, dtype=f32, device=q.device) if need_k else None
             dv = torch.zeros(plan.v.shape, dtype=f32, device=q.device) if need_v else None
             bias_grads = plan.use_bias and (need_pos or need_table)
-            if bias_grads:
-                dtable = torch.zeros_like(plan.table) if need_table else None
-                dgrid_sum = torch.zeros_like(plan.pos) if need_pos else None  # (g, B, Ns, 2)
             for i, (m0, m1) in enumerate(plan.chunks()):
-                if kept:
-                    p, grid = kept[i]
-                else:
-                    grid = plan.grid(m0, m1) if plan.use_bias else None
-                    p = plan.probs(m0, m1, grid)
+                p, saved = kept[i] if kept else plan.probs(m0, m1)
                 do = dout_hb[:, :, m0:m1]
                 if need_v:
                     dv += torch.matmul(p.to(dt).transpose(-1, -2), do)
@@ -234,41 +286,40 @@ class _DMHAChunked(torch.autograd.Function):
                 if need_k:
                     dk += torch.matmul(ds_dt.transpose(-1, -2), plan.q[:, :, m0:m1])
                 if bias_grads:
-                    g, Mc = plan.g, m1 - m0
-                    d_tab, d_grid = plan.bias_backward(
-                        ds.view(g, plan.nh // g, plan.B * Mc, plan.Ns), grid, need_table,
-                        need_pos)
-                    if need_table:
-                        dtable += d_tab
-                    if need_pos:
-                        dgrid_sum += d_grid.view(g, plan.B, Mc, plan.Ns, 2).sum(2)
+                    plan.bias_chunk_backward(m0, m1, ds, saved, need_table, need_pos)
             del kept, flat_kept
             dtypes = ctx.dtypes
-            grads = [None] * 8
+            grads = [None] * 9
             if need_q:
                 grads[0] = (dq * scale).transpose(0, 1).to(dtypes[0])
             if need_k:
                 grads[1] = (dk * scale).transpose(0, 1).to(dtypes[1])
             if need_v:
                 grads[2] = dv.transpose(0, 1).to(dtypes[2])
-            if bias_grads and need_pos:
-                # grid = (q_coords - pos) / 2 in flipped (x, y) order
-                grads[3] = (dgrid_sum * -0.5).flip(-1).transpose(0, 1).to(dtypes[3])
-            if bias_grads and need_table:
-                grads[5] = dtable.reshape(rpe_table.shape).to(dtypes[4])
+            if bias_grads:
+                dtable, dpos = plan.bias_grads()
+                if need_pos:
+                    grads[3] = dpos.to(dtypes[3])
+                if need_table:
+                    grads[5] = dtable.reshape(rpe_table.shape).to(dtypes[4])
         return tuple(grads)
 
 
-def dmha_chunked(q, k, v, pos, q_coords, rpe_table, scale: float, chunk: int = None):
+def dmha_chunked(q, k, v, pos, q_coords, rpe_table, scale: float, chunk: int = None,
+                 bias_method: Optional[str] = None):
     """The result of ``dmha_reference`` (no dropout, no probabilities).
 
-    ``chunk``: queries per chunk (default: :data:`CHUNK_ELEMS` logits per chunk).
+    ``chunk``: queries per chunk (default: :data:`CHUNK_ELEMS` logits per chunk; whole query
+    rows with the separable bias). ``bias_method``: ``'separable'`` (queries on a grid, see
+    :mod:`.deformable_bias_separable`), ``'grid'`` (one ``grid_sample`` per chunk, any query
+    coordinates) or None: separable where the queries form a grid at least as wide as the
+    table, else grid.
     """
     tensors = (q, k, v, pos, rpe_table)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return _DMHAChunked.apply(q, k, v, pos, q_coords, rpe_table, scale, chunk)
+        return _DMHAChunked.apply(q, k, v, pos, q_coords, rpe_table, scale, chunk, bias_method)
     with torch.autocast(q.device.type, enabled=False):
-        plan = _Plan(q, k, v, pos, q_coords, rpe_table, scale, chunk)
+        plan = _Plan(q, k, v, pos, q_coords, rpe_table, scale, chunk, bias_method)
         return _forward(plan, keep_probs=False)[0]
 
 
