@@ -12,6 +12,7 @@ reference/fast of time and memory.
     python -m benchmarks.bench_attention --arch small++ --cases 224x224x8 --repeats 5
 """
 import argparse
+import functools
 import sys
 
 import torch
@@ -23,12 +24,17 @@ from dat_mm.models.layers import grid_coords
 from dat_mm.ops import (can_run_dmha_chunked, can_run_na2d_tiled, dmha_chunked, dmha_reference,
                         na2d_reference, na2d_tiled)
 
-#: Per kind: (name, function, its can_run check or None), the reference first.
+#: Per kind: (name, function, its can_run check or None), the reference first, then the
+#: automatic fast path.
 BACKENDS = {
     'neighborhood': [('reference', na2d_reference, None),
                      ('tiled', na2d_tiled, can_run_na2d_tiled)],
     'deformable': [('reference', dmha_reference, None),
-                   ('chunked', dmha_chunked, can_run_dmha_chunked)],
+                   ('chunked', dmha_chunked, can_run_dmha_chunked),
+                   # the chunked path with the grid_sample bias where it would choose the
+                   # separable one: what the separable bias gains
+                   ('chunked-grid', functools.partial(dmha_chunked, bias_method='grid'),
+                    can_run_dmha_chunked)],
 }
 
 

@@ -14,7 +14,9 @@ or a run killed from outside, still leaves every finished row on disk:
 1. ``fast_paths.{md,csv}``: each fast path against the reference, forward (no grad) and
    forward + backward, in float32 (TF32 off), under bf16 autocast and under fp16 autocast:
    neighbourhood attention (``tiled`` vs ``reference``) and deformable attention
-   (``chunked`` vs ``reference``) as functions at the DAT-T++ stage shapes, the ConvFFN
+   (``chunked`` vs ``reference``, and ``chunked-grid``: the chunked path with the
+   ``grid_sample`` bias, to time the separable bias against it) as functions at the DAT-T++
+   stage shapes, the ConvFFN
    whose GELU is recomputed in the backward pass vs the plain modules, and the whole DAT-T++
    backbone (automatic choice vs ``attn_backend='reference'`` and
    ``fused=False``) at 224x224 batch 64 and 800x1344 batch 2 and their stage
@@ -393,10 +395,10 @@ NA_NAMES = ['out', 'q', 'k', 'v', 'rpb']
 DM_NAMES = ['out', 'q', 'k', 'v', 'pos', 'rpe_table']
 
 
-def function_item(kind, case, st, B, precision, mode, device):
-    """Attention function ``kind`` at one stage shape: the fast backend (its ``can_run_*``
-    check must accept the call) vs the reference."""
-    (_, ref_fn, _), (fast_name, fast_fn, can_run) = BACKENDS[kind]
+def function_item(kind, case, st, B, precision, mode, device, fast=1):
+    """Attention function ``kind`` at one stage shape: fast backend number ``fast`` of
+    ``BACKENDS[kind]`` (its ``can_run_*`` check must accept the call) vs the reference."""
+    (_, ref_fn, _), (fast_name, fast_fn, can_run) = BACKENDS[kind][0], BACKENDS[kind][fast]
     where = f"stage {st['stage']} {st['H']}x{st['W']}"
     if kind == 'deformable':
         where += f" vs {st['Hk']}x{st['Wk']} keys"
@@ -661,8 +663,9 @@ def fast_path_items(cases, device, dry_run, depths=None):
                     continue
                 for precision in precisions:
                     for mode in ('fwd', 'fwd+bwd'):
-                        items.append(function_item(kind, case, st, B, precision, mode,
-                                                   device))
+                        for fast in range(1, len(BACKENDS[kind])):
+                            items.append(function_item(kind, case, st, B, precision, mode,
+                                                       device, fast))
         for st in shapes:
             for precision in precisions + list(HALF_WEIGHTS):
                 items.append(ffn_item(case, st, B, precision, device))

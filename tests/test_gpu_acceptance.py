@@ -79,10 +79,12 @@ def test_fast_path_table_has_every_row_and_each_comparison_passed(dry_run):
     assert set(groups) == {'DAT-T++', 'neighborhood', 'deformable', 'ConvFFN'}
     assert sorted((r['precision'], r['mode']) for r in groups['DAT-T++']) == sorted(combos)
     assert len(groups['neighborhood']) == NA_STAGES * len(combos)
-    assert len(groups['deformable']) == DM_STAGES * len(combos)
-    assert {(r['where'].split(' ')[1], r['precision'], r['mode'])
+    # the chunked path as chosen, and with the grid_sample bias instead of the separable one
+    dm_paths = ['deformable (chunked vs reference)', 'deformable (chunked-grid vs reference)']
+    assert len(groups['deformable']) == len(dm_paths) * DM_STAGES * len(combos)
+    assert {(r['path'], r['where'].split(' ')[1], r['precision'], r['mode'])
             for r in groups['deformable']} == {
-        (str(s), p, m) for s in range(DM_STAGES) for p, m in combos}
+        (path, str(s), p, m) for path in dm_paths for s in range(DM_STAGES) for p, m in combos}
     ffn = {(r['where'].split(' ')[1], r['precision']) for r in groups['ConvFFN']}
     assert ffn == {(str(s), p) for s in range(FFN_STAGES)
                    for p in PRECISIONS + ['bf16', 'fp16']}
@@ -123,7 +125,7 @@ def test_a_step_out_of_time_leaves_a_complete_table(tmp_path):
     rows = read_csv(tmp_path / 'fast_paths.csv')
     statuses = [r['status'] for r in rows]
     combos = len(PRECISIONS) * len(MODES)
-    assert len(rows) == combos + (NA_STAGES + DM_STAGES) * combos + FFN_STAGES * 5
+    assert len(rows) == combos + (NA_STAGES + 2 * DM_STAGES) * combos + FFN_STAGES * 5
     assert statuses.count('not finished (step time limit)') == 1
     cut = statuses.index('not finished (step time limit)')
     assert all(s == 'not run (step time limit)' for s in statuses[cut + 1:])
