@@ -130,12 +130,13 @@ class SeparableBias:
         return t.view(self.g, self.hg, self.B, (i1 - i0) * self.W, self.Ns).permute(
             2, 0, 1, 3, 4).view(self.B, self.g, self.hg, i1 - i0, self.W * self.Ns)
 
-    def forward(self, i0: int, i1: int, dtype: torch.dtype):
-        """``(bias (h, B, Mc, Ns), saved)``; ``saved`` (the bias's x-slope) is what
-        :meth:`backward` needs."""
+    def forward(self, i0: int, i1: int, dtype: torch.dtype, keep_rows: bool = False):
+        """``(bias (h, B, Mc, Ns), saved)``; ``saved`` is what :meth:`backward` needs: the
+        bias's x-slope, and with ``keep_rows`` (a forward pass recomputed for the backward)
+        also the y-step's gathered slope and index, so that it does not gather them again."""
         B, g, hg, Ns, xw = self.B, self.g, self.hg, self.Ns, self.xw
         hc = i1 - i0
-        r, _, _ = self._rows(i0, i1)
+        r, sy, idx = self._rows(i0, i1)
         # x-slope R[x + 1] - R[x] (zero in the last window column, never the left corner)
         dr = torch.empty_like(r).view(B, g, hg, hc, xw, Ns)
         r6 = r.view(B, g, hg, hc, xw, Ns)
@@ -149,10 +150,10 @@ class SeparableBias:
         torch.gather(r, 4, ix, out=b5)
         torch.gather(dr.view(r.shape), 4, ix, out=s5)
         b5.addcmul_(self.fx, s5)
-        return bias, slope
+        return bias, ((slope, sy, idx) if keep_rows else (slope,))
 
-    def backward(self, i0: int, i1: int, ds: torch.Tensor, slope: torch.Tensor,
-                 need_table: bool, need_pos: bool) -> None:
+    def backward(self, i0: int, i1: int, ds: torch.Tensor, saved, need_table: bool,
+                 need_pos: bool) -> None:
         """Accumulate the gradients of the table and the positions from ``ds``
         ``(h, B, Mc, Ns)`` of query rows ``[i0, i1)``."""
         B, g, hg, Ns, xw, W = self.B, self.g, self.hg, self.Ns, self.xw, self.W
@@ -163,7 +164,7 @@ class SeparableBias:
             self.dpos = torch.zeros(B, g, Ns, 2, dtype=ds.dtype, device=ds.device)
         d = self._layout(ds, i0, i1)
         if need_pos:
-            prod = (d * self._layout(slope, i0, i1)).unflatten(-1, (W, Ns))
+            prod = (d * self._layout(saved[0], i0, i1)).unflatten(-1, (W, Ns))
             self.dpos[..., 1] += prod.sum((2, 3, 4)) * (-(self.tw - 1) / 4)
         # adjoint of the x interpolation: dR[x0] += (1 - fx) d, dR[x0 + 1] += fx d, as
         # scatters of d and fx * d at x0 and one shift of the second
@@ -174,7 +175,7 @@ class SeparableBias:
         s1.scatter_add_(4, ix, d * self.fx)
         dr = s0.sub_(s1).view(B, g, hg, hc, xw, Ns)
         dr[..., 1:, :] += s1.view(B, g, hg, hc, xw, Ns)[..., :-1, :]
-        _, sy, idx = self._rows(i0, i1)
+        _, sy, idx = saved if len(saved) == 3 else self._rows(i0, i1)
         dr = dr.view(B, g, hg, hc, xw, Ns)
         if need_pos:
             prod = dr * sy.view(dr.shape)

@@ -161,11 +161,11 @@ class _Plan:
             d_grid = d_grid.view(grid.shape)
         return d_tab, d_grid
 
-    def bias_chunk(self, m0, m1):
-        """``(bias (h, B, Mc, Ns), saved)`` for queries ``m0:m1`` ;
-        ``saved`` is what :meth:`bias_chunk_backward` needs."""
+    def bias_chunk(self, m0, m1, for_backward=False):
+        """``(bias (h, B, Mc, Ns), saved)`` for queries ``m0:m1``; ``saved`` is what
+        :meth:`bias_chunk_backward` needs (more of it ``for_backward``)."""
         if self.sep is not None:
-            return self.sep.forward(m0 // self.W, m1 // self.W, self.acc)
+            return self.sep.forward(m0 // self.W, m1 // self.W, self.acc, for_backward)
         grid = self.grid(m0, m1)
         bias = self.bias(grid)                                    # (g, h/g, B*Mc, Ns)
         return bias.view(self.nh, self.B, m1 - m0, self.Ns), grid
@@ -195,13 +195,13 @@ class _Plan:
             dpos = (self.dpos * -0.5).flip(-1).transpose(0, 1)
         return self.dtable, dpos
 
-    def probs(self, m0, m1):
+    def probs(self, m0, m1, for_backward=False):
         """Softmax probabilities of queries ``m0:m1`` ``(h, B, Mc, Ns)``,
         accumulation dtype, and what the bias backward needs (None without bias)."""
         q = self.q[:, :, m0:m1]
         saved = None
         if self.use_bias:
-            bias, saved = self.bias_chunk(m0, m1)                     # (h, B, Mc, Ns)
+            bias, saved = self.bias_chunk(m0, m1, for_backward)        # (h, B, Mc, Ns)
             if self.dt == self.acc:
                 # one GEMM: bias += scale * q k^T (no separate scale and add passes)
                 hb, mc = self.nh * self.B, m1 - m0
@@ -230,7 +230,8 @@ def _forward(plan: _Plan, keep_probs: bool):
         p, saved = plan.probs(m0, m1)
         out_hb[:, :, m0:m1] = torch.matmul(p.to(plan.dt), plan.v)
         if keep_probs:
-            kept.append((p, saved))
+            # one tensor per chunk for the bias: the grid, or the separable bias's x-slope
+            kept.append((p, saved[0] if isinstance(saved, tuple) else saved))
     return out, kept
 
 
@@ -273,7 +274,11 @@ class _DMHAChunked(torch.autograd.Function):
             dv = torch.zeros(plan.v.shape, dtype=f32, device=q.device) if need_v else None
             bias_grads = plan.use_bias and (need_pos or need_table)
             for i, (m0, m1) in enumerate(plan.chunks()):
-                p, saved = kept[i] if kept else plan.probs(m0, m1)
+                if kept:
+                    p, saved = kept[i]
+                    saved = (saved,) if plan.sep is not None else saved
+                else:
+                    p, saved = plan.probs(m0, m1, for_backward=True)
                 do = dout_hb[:, :, m0:m1]
                 if need_v:
                     dv += torch.matmul(p.to(dt).transpose(-1, -2), do)
