@@ -1,7 +1,8 @@
 """Evaluate a checkpoint with an mmdet, mmseg or mmpretrain config (scope from the config).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out PATH] [--show-dir DIR]
-                                           [--cfg-options k=v ...] [--launcher ...]
+    python tools/test.py CONFIG CHECKPOINT [--tta] [--work-dir DIR] [--out PATH]
+                                           [--show-dir DIR] [--cfg-options k=v ...]
+                                           [--launcher ...]
 
 CHECKPOINT is a Runner checkpoint or one of the authors' published files (ImageNet, mmdet 2,
 mmseg 0.x), converted on load; a file that does not fit the config stops before the first image
@@ -9,13 +10,21 @@ mmseg 0.x), converted on load; a file that does not fit the config stops before 
 IoUMetric mIoU, Accuracy). ``--out`` saves the predictions: a .pkl for mmdet (DumpDetResults)
 and mmpretrain (DumpResults), a directory of PNG label maps for mmseg (IoUMetric's output_dir).
 ``--show-dir`` draws the predictions with the scope's visualization hook.
+
+``--tta`` evaluates with the config's test-time augmentation, set up as mmdet's, mmseg's and
+mmpretrain's own tools/test.py do: ``tta_pipeline`` replaces the test pipeline and
+``tta_model`` wraps the model. The ADE20K configs give the authors' multi-scale test (the "MS"
+mIoU: 6 scales, 0.5-1.75 of 2048x512, + flip, softmax averaged); RetinaNet mmdet's 3 scales +
+flip with the boxes merged by NMS; the classifiers flip averaging. A config without
+``tta_model`` / ``tta_pipeline`` is an error, and so are the Mask R-CNN / Cascade Mask R-CNN
+configs: mmdet 3.3's DetTTAModel cannot merge masks (docs/recipes.md).
 """
 import argparse
 import os
 
 from mmengine.config import Config, DictAction
 
-from dat_mm.apis import build_runner, finish_distributed, load_config
+from dat_mm.apis import build_runner, finish_distributed, load_config, use_tta
 
 
 def parse_args(argv=None):
@@ -23,6 +32,8 @@ def parse_args(argv=None):
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save the evaluation metrics')
+    parser.add_argument('--tta', action='store_true',
+                        help="test-time augmentation: the config's tta_pipeline and tta_model")
     parser.add_argument('--out', help='where to dump the predictions (see above)')
     parser.add_argument('--show', action='store_true', help='show predictions in a window')
     parser.add_argument('--show-dir', help='save images with the predictions drawn here')
@@ -89,6 +100,8 @@ def main(argv=None):
     if args.show or args.show_dir:
         enable_visualization(cfg, scope, args.show, args.show_dir, args.wait_time,
                              args.show_interval)
+    if args.tta:
+        use_tta(cfg, scope)
     if args.out and scope == 'mmseg':
         # IoUMetric writes one PNG per image into output_dir
         cfg.test_evaluator['output_dir'] = args.out

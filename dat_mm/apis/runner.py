@@ -4,6 +4,7 @@ What each OpenMMLab library's own train/test scripts add to their configs, the c
 and the adaptation of the published GPU recipes to a machine without a GPU (each change logged,
 never silent).
 """
+import copy
 import logging
 import os.path as osp
 
@@ -41,6 +42,48 @@ def set_work_dir(cfg: Config, config_path: str, work_dir: str = None) -> None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+def _has_mask_head(node) -> bool:
+    if isinstance(node, dict):
+        if node.get('mask_head') is not None:
+            return True
+        return any(_has_mask_head(v) for v in node.values())
+    if isinstance(node, (list, tuple)):
+        return any(_has_mask_head(v) for v in node)
+    return False
+
+
+def use_tta(cfg: Config, scope: str) -> None:
+    """Test-time augmentation as mmdet's, mmseg's and mmpretrain's tools/test.py ``--tta`` set
+    it up: the config's ``tta_pipeline`` becomes the test pipeline and its ``tta_model``
+    (SegTTAModel, DetTTAModel, AverageClsScoreTTA) wraps the model. The wrapped model keeps the
+    data preprocessor it has without ``--tta``.
+
+    Unlike those scripts this sets up no default: a config without ``tta_model`` or
+    ``tta_pipeline`` is an error naming it, and so is an mmdet model with a mask head, whose
+    masks mmdet 3.3's DetTTAModel cannot merge (it asserts on them after the first image).
+    """
+    where = cfg.filename or 'the config'
+    if scope == 'mmdet' and _has_mask_head(cfg.model):
+        raise ValueError(
+            f'{where}: --tta is not available for {cfg.model.get("type")}: it predicts '
+            "instance masks, and mmdet 3.3's DetTTAModel merges boxes only (it fails on "
+            'predictions with masks); evaluate without --tta')
+    missing = [key for key in ('tta_model', 'tta_pipeline') if cfg.get(key) is None]
+    if missing:
+        raise ValueError(f'{where} defines no {" and no ".join(missing)}, which --tta needs '
+                         '(the recipe configs under configs/ define both; docs/recipes.md)')
+    model = copy.deepcopy(cfg.model)
+    preprocessor = model.get('data_preprocessor') or cfg.get('data_preprocessor')
+    tta_model = copy.deepcopy(cfg.tta_model)
+    tta_model.module = model
+    if preprocessor is not None:
+        # the Runner would otherwise give the wrapper the top-level data_preprocessor, which
+        # BaseTTAModel puts in place of the model's own
+        tta_model.data_preprocessor = copy.deepcopy(preprocessor)
+    cfg.model = tta_model
+    cfg.test_dataloader.dataset.pipeline = copy.deepcopy(cfg.tta_pipeline)
 
 
 def replace_type(node, old: str, new: str) -> int:

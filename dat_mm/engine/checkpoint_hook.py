@@ -37,7 +37,7 @@ import torch
 from mmengine.dist import all_gather_object, get_rank, get_world_size, is_main_process
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
+from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.registry import HOOKS
 from mmengine.runner import BaseLoop, IterBasedTrainLoop
 
@@ -182,7 +182,11 @@ class SafeCheckpointHook(CheckpointHook):
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         """Convert the authors' published checkpoints in place; refuse a checkpoint that does
         not fit the model, before anything runs; keep its RNG state when resuming."""
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = runner.model
+        while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+            # DDP and/or tools/test.py --tta: the checkpoint is the wrapped model's, as
+            # in mmengine's load_state_dict
+            model = model.module
         source = f'checkpoint {self._load_path}' if self._load_path else 'checkpoint'
         if is_published_checkpoint(checkpoint):
             if self._mode == 'resume':
