@@ -6,6 +6,8 @@
 # Deviations from it: none. Its Fp16OptimizerHook (dynamic loss scale) is MMEngine's
 # AmpOptimWrapper; its runner, auto_resume and the mmdet 2 pipeline names map to their
 # MMEngine / mmdet 3 equivalents (docs/recipes.md).
+# Test: single-scale, as published; no --tta (mmdet 3.3's DetTTAModel cannot merge masks:
+# ./_base_/coco_instance_ms_crop.py).
 _base_ = ['./_base_/cascade_mask_rcnn_dat_fpn.py', './_base_/coco_instance_ms_crop.py',
           './_base_/schedule_1x.py']
 

@@ -6,6 +6,8 @@
 # Deviations from it: none. Its Fp16OptimizerHook (dynamic loss scale) is MMEngine's
 # AmpOptimWrapper; its runner, auto_resume and the mmdet 2 pipeline names map to their
 # MMEngine / mmdet 3 equivalents (docs/recipes.md).
+# Test: single-scale, as published; --tta adds mmdet's RetinaNet multi-scale + flip test,
+# which has no published counterpart (./_base_/coco_detection_ms_crop.py).
 _base_ = ['./_base_/retinanet_dat_fpn.py', './_base_/coco_detection_ms_crop.py',
           './_base_/schedule_1x.py']
 

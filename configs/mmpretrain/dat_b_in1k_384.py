@@ -31,6 +31,15 @@ test_pipeline = [
     dict(type='CenterCrop', crop_size=384),
     dict(type='PackInputs'),
 ]
+
+# tools/test.py --tta: the test pipeline, then the image as it is and flipped (mmpretrain's
+# flip TTA, as its tools/test.py builds it for a config without a tta_pipeline).
+tta_pipeline = [
+    *test_pipeline[:-1],
+    dict(type='TestTimeAug',
+         transforms=[[dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
+                     [test_pipeline[-1]]]),
+]
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 

@@ -3,10 +3,10 @@
 # Reproduces the authors' configs/dat/fpn_tiny_80k_dp04_lr2.py (LeapLabTHU/DAT-Segmentation):
 # 48.4 mIoU single-scale / 48.8 multi-scale on ADE20K val.
 # Recipe: AdamW lr 2e-4 wd 1e-4, poly(0.9), 4 images x 8 GPUs, fp32, drop_path 0.4.
-# Deviations from it: none in training. The multi-scale number is their --aug-test
-# (6 scales + flip), which these configs do not define: tools/test.py gives the
-# single-scale one.
-_base_ = ['./_base_/fpn_dat.py', 'mmseg::_base_/datasets/ade20k.py',
+# Deviations from it: none in training. Test: tools/test.py CONFIG CHECKPOINT gives the
+# single-scale mIoU; with --tta, the multi-scale one: their --aug-test, 6 scales (0.5-1.75
+# of 2048x512) + flip, softmax averaged (./_base_/ade20k_aug_test.py).
+_base_ = ['./_base_/fpn_dat.py', './_base_/ade20k_aug_test.py',
           './_base_/schedule_fpn_80k.py']
 
 # ImageNet-1k DAT-T++ weights: tools/model_converters/dat_official_to_mm.py --backbone-only

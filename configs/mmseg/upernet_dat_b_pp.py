@@ -3,10 +3,10 @@
 # 51.0 mIoU single-scale / 51.5 multi-scale on ADE20K val.
 # Recipe: AdamW lr 6e-5 wd 0.01, 1500-iter warm-up on poly(1.0), 2 images x 8 GPUs, drop_path 0.7,
 # activation checkpointing, fp32 (its fp16=None and plain OptimizerHook = OptimWrapper).
-# Deviations from it: none in training. The multi-scale number is their --aug-test
-# (6 scales + flip), which these configs do not define: tools/test.py gives the
-# single-scale one.
-_base_ = ['./_base_/upernet_dat.py', 'mmseg::_base_/datasets/ade20k.py',
+# Deviations from it: none in training. Test: tools/test.py CONFIG CHECKPOINT gives the
+# single-scale mIoU; with --tta, the multi-scale one: their --aug-test, 6 scales (0.5-1.75
+# of 2048x512) + flip, softmax averaged (./_base_/ade20k_aug_test.py).
+_base_ = ['./_base_/upernet_dat.py', './_base_/ade20k_aug_test.py',
           './_base_/schedule_upernet_160k.py']
 
 # ImageNet-1k DAT-B++ weights: tools/model_converters/dat_official_to_mm.py --backbone-only

@@ -23,12 +23,18 @@ train_pipeline = [
     dict(type='PhotoMetricDistortion'),
     dict(type='PackSegInputs'),
 ]
+img_scale = (256, 128)  # test scale
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(256, 128), keep_ratio=True),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs'),
 ]
+# --tta: the recipe's multi-scale + flip test (ratios 0.5-1.75) around this test scale
+tta_pipeline = _base_.tta_pipeline
+tta_pipeline[1].transforms[0] = [
+    dict(type='Resize', scale=(int(img_scale[0] * r), int(img_scale[1] * r)), keep_ratio=True)
+    for r in _base_.img_ratios]
 train_dataloader = dict(
     batch_size=4, num_workers=0, persistent_workers=False,
     dataset=dict(data_root=data_root, pipeline=train_pipeline))

@@ -1,6 +1,9 @@
 # COCO instance segmentation with the DETR / Sparse R-CNN multi-scale + crop augmentation the
 # authors trained every DAT++ detector with (1x and 3x alike): shorter side 480..800 (step 32),
-# or 400/500/600 then a random 384..600 crop then 480..800. Test: 1333x800.
+# or 400/500/600 then a random 384..600 crop then 480..800. Test: 1333x800, single-scale
+# as published. No test-time augmentation: mmdet 3.3's DetTTAModel merges boxes only (it
+# asserts that the predictions carry no masks), so these configs define no tta_model and
+# tools/test.py --tta stops with an error for the instance-segmentation models.
 _base_ = 'mmdet::_base_/datasets/coco_instance.py'
 
 ms_scales = [(480, 1333), (512, 1333), (544, 1333), (576, 1333), (608, 1333), (640, 1333),

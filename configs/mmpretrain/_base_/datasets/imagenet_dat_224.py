@@ -12,6 +12,15 @@ test_pipeline = [
     dict(type='PackInputs'),
 ]
 
+# tools/test.py --tta: the test pipeline, then the image as it is and flipped (mmpretrain's
+# flip TTA, as its tools/test.py builds it for a config without a tta_pipeline).
+tta_pipeline = [
+    *test_pipeline[:-1],
+    dict(type='TestTimeAug',
+         transforms=[[dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
+                     [test_pipeline[-1]]]),
+]
+
 # 128 per GPU, as in the authors' yaml; their training loader drops the last incomplete batch
 # (data/build.py: drop_last=True), so every iteration has the full batch.
 train_dataloader = dict(batch_size=128, drop_last=True)

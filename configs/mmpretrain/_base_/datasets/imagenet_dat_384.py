@@ -36,6 +36,15 @@ test_pipeline = [
     dict(type='PackInputs'),
 ]
 
+# tools/test.py --tta: the test pipeline, then the image as it is and flipped (mmpretrain's
+# flip TTA, as its tools/test.py builds it for a config without a tta_pipeline).
+tta_pipeline = [
+    *test_pipeline[:-1],
+    dict(type='TestTimeAug',
+         transforms=[[dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
+                     [test_pipeline[-1]]]),
+]
+
 # 24 per GPU; the last incomplete batch is dropped, as in the authors' loader (drop_last=True).
 train_dataloader = dict(batch_size=24, drop_last=True, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(batch_size=24, dataset=dict(pipeline=test_pipeline))

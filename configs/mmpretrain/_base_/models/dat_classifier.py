@@ -33,3 +33,8 @@ model = dict(
         dict(type='CutMix', alpha=1.0),
     ]),
 )
+
+# tools/test.py --tta: the scores of the test image and its horizontal flip averaged
+# (mmpretrain's AverageClsScoreTTA; tta_pipeline in the dataset bases). The published top-1 is
+# single-crop, without it.
+tta_model = dict(type='AverageClsScoreTTA')
