@@ -56,6 +56,25 @@ def test_rows_state_the_published_settings(tool):
     assert v1_base['test scale'] == '256x256 > crop 224'
 
 
+def test_tta_column_states_each_configs_test_time_augmentation(tool):
+    """Every ADE20K config has the authors' aug-test; RetinaNet mmdet's 3 scales + flip; the
+    mask models none; the classifiers flip (read from each config's tta_pipeline)."""
+    column = tool.COLUMNS.index('test-time augmentation (--tta)')
+    rows = [line.split(' | ') for line in
+            tool.generated_block(ROOT / 'docs' / 'recipes.md').splitlines()[2:]]
+    tta = {cells[0].strip('| `'): cells[column].rstrip(' |') for cells in rows}
+    assert len(tta) == 26
+    for name, value in tta.items():
+        if name.startswith('mmseg/'):
+            assert value == '6 scales (0.5-1.75 of 2048x512) + flip (SegTTAModel)', name
+        elif name.startswith('mmdet/retinanet'):
+            assert value == ('3 scales (1333x800, 666x400, 2000x1200) + flip (DetTTAModel)'), name
+        elif name.startswith('mmdet/'):
+            assert value == "none (mmdet's DetTTAModel merges no masks)", name
+        else:
+            assert value == 'flip (AverageClsScoreTTA)', name
+
+
 def test_numbers_are_written_as_in_the_recipes(tool):
     assert [tool.num(x) for x in (0.05, 4e-4, 5e-7 / 4e-4, 2e-7 / 2e-5, 0, 1e-8, 0.8)] == [
         '0.05', '4e-4', '1.25e-3', '0.01', '0', '1e-8', '0.8']
