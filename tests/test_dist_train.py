@@ -53,3 +53,12 @@ def test_dist_train_two_processes(tmp_path):
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-5000:]
     assert 'coco/bbox_mAP' in log and 'coco/segm_mAP' in log
+
+
+def test_exit_after_distributed_returns_outside_distributed_runs():
+    """tools/train.py and test.py end every process through exit_after_distributed: it leaves
+    with os._exit(0) only after finish_distributed destroyed a process group (see its
+    docstring), and returns otherwise, so in-process callers of main() keep running."""
+    from dat_mm.apis import exit_after_distributed, finish_distributed
+    finish_distributed(None)          # no process group: nothing to finish
+    exit_after_distributed()          # must return (os._exit would end this test process)

@@ -24,7 +24,8 @@ import os
 
 from mmengine.config import Config, DictAction
 
-from dat_mm.apis import build_runner, finish_distributed, load_config, use_tta
+from dat_mm.apis import (build_runner, exit_after_distributed, finish_distributed, load_config,
+                         use_tta)
 
 
 def parse_args(argv=None):
@@ -110,9 +111,10 @@ def main(argv=None):
     if args.out and scope != 'mmseg':
         add_dump(runner, cfg, scope, args.out)
     metrics = runner.test()
-    finish_distributed()
+    finish_distributed(runner)
     return metrics
 
 
 if __name__ == '__main__':
     main()
+    exit_after_distributed()

@@ -14,7 +14,7 @@ import os
 
 from mmengine.config import DictAction
 
-from dat_mm.apis import build_runner, finish_distributed, load_config
+from dat_mm.apis import build_runner, exit_after_distributed, finish_distributed, load_config
 
 
 def parse_args(argv=None):
@@ -70,9 +70,10 @@ def main(argv=None):
 
     runner = build_runner(cfg, scope, args.launcher, amp_requested=args.amp)
     runner.train()
-    finish_distributed()
+    finish_distributed(runner)
     return runner
 
 
 if __name__ == '__main__':
     main()
+    exit_after_distributed()

@@ -6,7 +6,9 @@ never silent).
 """
 import copy
 import logging
+import os
 import os.path as osp
+import sys
 
 from mmengine.config import Config, ConfigDict
 from mmengine.logging import print_log
@@ -147,13 +149,44 @@ def init_cpu_distributed(launcher: str, backend: str = 'gloo') -> None:
     dist.init_process_group(backend=backend)
 
 
-def finish_distributed() -> None:
-    """Destroy the process group of a distributed run once the runner is done, so that no
-    communication thread is still alive when the interpreter exits (a gloo process left to
-    the exit handlers can abort with 'terminate called without an active exception')."""
+def finish_distributed(runner=None) -> None:
+    """Destroy the process group of a distributed run once ``runner`` is done (after
+    releasing the runner's distributed model wrapper); the tools then leave through
+    :func:`exit_after_distributed`."""
+    global _GROUP_FINISHED
+    import gc
+
     import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    from mmengine.model import is_model_wrapper
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if runner is not None and is_model_wrapper(runner.model):
+        runner._model = runner.model.module
+    gc.collect()
+    dist.destroy_process_group()
+    _GROUP_FINISHED = True
+
+
+_GROUP_FINISHED = False
+
+
+def exit_after_distributed() -> None:
+    """End a process whose distributed run has finished: flush output and logs, then leave
+    with ``os._exit(0)``, skipping the interpreter's teardown. Does nothing in other runs.
+
+    A gloo process group that a DDP model has trained with stays alive in C++ after
+    ``destroy_process_group`` (with its threads: the reducer keeps it, and no public torch
+    API releases it), and the teardown of such a process at exit now and then aborts it with
+    'terminate called without an active exception' (SIGABRT) after a complete run, failing
+    the launcher.
+    """
+    if not _GROUP_FINISHED:
+        return
+    import logging
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    logging.shutdown()
+    os._exit(0)
 
 
 def apply_scope_defaults(cfg: Config, scope: str) -> None:
