@@ -37,14 +37,40 @@ def _scaled(size, factor):
     return tuple(round(s * factor) for s in size)
 
 
+def _test_scale(cfg):
+    """The scale of the Resize in the test loader's pipeline (None without one)."""
+    for transform in cfg.test_dataloader.dataset.pipeline:
+        if transform.type == 'Resize' and isinstance(transform.get('scale'), (tuple, list)):
+            return tuple(transform.scale)
+    return None
+
+
+def _rescale_tta(cfg, recipe_scale):
+    """The recipe's tta_pipeline around the new test scale: each TestTimeAug Resize scale
+    multiplied, axis by axis, by (new test scale) / ``recipe_scale``, so that the scales keep
+    their ratios to the test scale."""
+    new_scale = _test_scale(cfg)
+    if cfg.get('tta_pipeline') is None or None in (recipe_scale, new_scale):
+        return
+    for transform in cfg.tta_pipeline:
+        if transform.type != 'TestTimeAug':
+            continue
+        for option in (t for options in transform.transforms for t in options):
+            if option.type == 'Resize' and 'scale' in option:
+                option.scale = tuple(round(s * n / r) for s, n, r in
+                                     zip(option.scale, new_scale, recipe_scale))
+
+
 def quickstart_data(cfg, task, data_root, size=None):
     """Replace the data loaders of ``cfg`` with the quickstart's, reading ``data_root``; with
     ``size``, every scale and crop size of their pipelines is scaled so that the quickstart's
-    image size becomes ``size`` x ``size``. The evaluators keep the recipe's metric and read
-    the annotations under ``data_root``. Returns the scale factor."""
+    image size becomes ``size`` x ``size``. The scales of the recipe's ``tta_pipeline``
+    follow its test scale (see ``_rescale_tta``). The evaluators keep the recipe's metric and
+    read the annotations under ``data_root``. Returns the scale factor."""
     quick = _quickstart(task)
     base = quick.img_scale if task == 'det' else quick.crop_size
     factor = 1.0 if size is None else size / base[0]
+    recipe_scale = _test_scale(cfg)
     for key in LOADERS:
         cfg[key] = loader = copy.deepcopy(quick[key])
         loader.dataset.data_root = data_root
@@ -53,6 +79,7 @@ def quickstart_data(cfg, task, data_root, size=None):
                 if name in transform:
                     transform[name] = _scaled(transform[name], factor)
     cfg.data_root = data_root
+    _rescale_tta(cfg, recipe_scale)
     if task == 'det':
         for key in ('val_evaluator', 'test_evaluator'):
             cfg[key].ann_file = data_root + cfg.val_dataloader.dataset.ann_file
