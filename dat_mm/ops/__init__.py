@@ -15,8 +15,11 @@ neighborhood  :mod:`.neighborhood`: ``na2d``    :mod:`.neighborhood_tiled` (``ti
                                                a per-tile rpb/-inf mask without autograd,
                                                batched matmuls with autograd
 deformable    :mod:`.deformable`: ``dmha``      :mod:`.deformable_chunked` (``chunked``): query
-                                               chunks, per-chunk bias (the reference's
-                                               ``grid_sample``), recomputing custom backward
+                                               chunks, per-chunk bias (two 1-D
+                                               interpolations for grid queries,
+                                               :mod:`.deformable_bias_separable`; else the
+                                               reference's ``grid_sample``), recomputing
+                                               custom backward
 ============  ==============================  ==========================================
 
 Both fast paths refuse attention dropout in training and the probabilities (the reference
