@@ -60,5 +60,5 @@ def test_exit_after_distributed_returns_outside_distributed_runs():
     with os._exit(0) only after finish_distributed destroyed a process group (see its
     docstring), and returns otherwise, so in-process callers of main() keep running."""
     from dat_mm.apis import exit_after_distributed, finish_distributed
-    finish_distributed(None)          # no process group: nothing to finish
+    finish_distributed()              # no process group: nothing to finish
     exit_after_distributed()          # must return (os._exit would end this test process)

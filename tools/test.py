@@ -111,7 +111,7 @@ def main(argv=None):
     if args.out and scope != 'mmseg':
         add_dump(runner, cfg, scope, args.out)
     metrics = runner.test()
-    finish_distributed(runner)
+    finish_distributed()
     return metrics
 
 

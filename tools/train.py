@@ -70,7 +70,7 @@ def main(argv=None):
 
     runner = build_runner(cfg, scope, args.launcher, amp_requested=args.amp)
     runner.train()
-    finish_distributed(runner)
+    finish_distributed()
     return runner
 
 

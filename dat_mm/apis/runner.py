@@ -149,25 +149,18 @@ def init_cpu_distributed(launcher: str, backend: str = 'gloo') -> None:
     dist.init_process_group(backend=backend)
 
 
-def finish_distributed(runner=None) -> None:
-    """Destroy the process group of a distributed run once ``runner`` is done (after
-    releasing the runner's distributed model wrapper); the tools then leave through
-    :func:`exit_after_distributed`."""
-    global _GROUP_FINISHED
-    import gc
-
-    import torch.distributed as dist
-    from mmengine.model import is_model_wrapper
-    if not (dist.is_available() and dist.is_initialized()):
-        return
-    if runner is not None and is_model_wrapper(runner.model):
-        runner._model = runner.model.module
-    gc.collect()
-    dist.destroy_process_group()
-    _GROUP_FINISHED = True
-
-
+#: Set by :func:`finish_distributed` once it destroyed a process group in this process.
 _GROUP_FINISHED = False
+
+
+def finish_distributed() -> None:
+    """Destroy the process group of a distributed run once the runner is done; the tools then
+    leave through :func:`exit_after_distributed`."""
+    global _GROUP_FINISHED
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+        _GROUP_FINISHED = True
 
 
 def exit_after_distributed() -> None:
@@ -182,7 +175,6 @@ def exit_after_distributed() -> None:
     """
     if not _GROUP_FINISHED:
         return
-    import logging
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     logging.shutdown()
