@@ -242,6 +242,16 @@ def test_dmha_bias_method_choice():
     exp = _dmha_run(dmha_reference, (q, k, v, pos, shuffled, rpe, scale))
     _assert_all_close(_dmha_run(dmha_chunked, (q, k, v, pos, shuffled, rpe, scale)), exp,
                       RTOL32, DM_NAMES)
+    # non-finite query coordinates are not a grid: the grid_sample path propagates them as the
+    # reference does
+    for bad in (float('nan'), float('inf')):
+        odd = qc.clone()
+        odd[0, 0] = bad
+        assert dmha_chunked_mod._Plan(q, k, v, pos, odd, rpe, scale, None).sep is None
+        with torch.no_grad():
+            got = dmha_chunked(q, k, v, pos, odd, rpe, scale)
+            ref = dmha_reference(q, k, v, pos, odd, rpe, scale)
+        torch.testing.assert_close(got, ref, equal_nan=True)
 
 
 @pytest.mark.parametrize('save_budget', [0, 1 << 40])

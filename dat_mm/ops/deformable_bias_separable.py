@@ -49,7 +49,7 @@ def tensor_grid(q_coords: torch.Tensor) -> Optional[Tuple[torch.Tensor, torch.Te
     changes = (ys != ys[0]).nonzero()
     M = ys.numel()
     W = int(changes[0, 0]) if changes.numel() else M
-    if M % W:
+    if W == 0 or M % W:     # W == 0: the first y is NaN (unequal to itself)
         return None
     grid = q_coords.view(M // W, W, 2)
     qy, qx = grid[:, 0, 0], grid[0, :, 1]

@@ -81,10 +81,10 @@ class _Plan:
         if self.use_bias:
             th, tw = rpe_table.shape[1:]
             self.table = rpe_table.to(self.acc).reshape(g, nh // g, th, tw)
-            grid = tensor_grid(q_coords)
             if bias_method not in (None, 'separable', 'grid'):
                 raise ValueError(f"bias_method must be 'separable', 'grid' or None, got "
                                  f'{bias_method!r}')
+            grid = None if bias_method == 'grid' else tensor_grid(q_coords)
             if bias_method == 'separable' and grid is None:
                 raise ValueError('the separable bias needs query coordinates on a grid')
             if grid is not None and (bias_method == 'separable' or bias_method is None and
