@@ -134,11 +134,7 @@ def test_a_step_out_of_time_leaves_a_complete_table(tmp_path):
 
 
 def test_tolerances_are_those_of_the_cpu_tests():
-    sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
-    try:
-        import gpu_acceptance
-    finally:
-        sys.path.pop(0)
+    from benchmarks import gpu_acceptance
     import test_fast_paths
     assert gpu_acceptance.RTOL32 == test_fast_paths.RTOL32
     assert gpu_acceptance.RTOL_AMP == test_fast_paths.RTOL_AMP

@@ -20,12 +20,11 @@ flip with the boxes merged by NMS; the classifiers flip averaging. A config with
 configs: mmdet 3.3's DetTTAModel cannot merge masks (docs/recipes.md).
 """
 import argparse
-import os
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 
 from dat_mm.apis import (build_runner, exit_after_distributed, finish_distributed, load_config,
-                         use_tta)
+                         parse_tool_args, use_tta)
 
 
 def parse_args(argv=None):
@@ -41,16 +40,7 @@ def parse_args(argv=None):
     parser.add_argument('--wait-time', type=float, default=2, help='--show interval (s)')
     parser.add_argument('--show-interval', type=int, default=1,
                         help='draw every n-th test batch (mmseg/mmpretrain; mmdet draws all)')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override settings of the config, key=value pairs merged into it')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_tool_args(parser, argv)
 
 
 def enable_visualization(cfg: Config, scope: str, show: bool, show_dir: str,

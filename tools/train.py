@@ -10,11 +10,9 @@ MMEngine allows on accelerators only) falls back to fp32, and distributed runs u
 backend with SyncBN replaced by BN (SyncBN has no CPU implementation). Each change is logged.
 """
 import argparse
-import os
 
-from mmengine.config import DictAction
-
-from dat_mm.apis import build_runner, exit_after_distributed, finish_distributed, load_config
+from dat_mm.apis import (build_runner, exit_after_distributed, finish_distributed, load_config,
+                         parse_tool_args)
 
 
 def parse_args(argv=None):
@@ -31,18 +29,7 @@ def parse_args(argv=None):
         'the work directory')
     parser.add_argument('--no-validate', action='store_true',
                         help='do not evaluate checkpoints during training')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override settings of the config, key=value pairs merged into it, e.g. '
-        'train_cfg.max_epochs=1 "model.backbone.arch=small++"')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    # torch.distributed.launch passes --local-rank (torchrun sets LOCAL_RANK instead)
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_tool_args(parser, argv)
 
 
 def main(argv=None):

@@ -4,16 +4,34 @@ What each OpenMMLab library's own train/test scripts add to their configs, the c
 and the adaptation of the published GPU recipes to a machine without a GPU (each change logged,
 never silent).
 """
+import argparse
 import copy
 import logging
 import os
 import os.path as osp
 import sys
 
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import print_log
 
 SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
+
+
+def parse_tool_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Add the options every tool shares (``--cfg-options``, ``--launcher``, ``--local-rank``)
+    to ``parser``, parse ``argv`` and export ``LOCAL_RANK`` as MMEngine expects it."""
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings of the config, key=value pairs merged into it, e.g. '
+        'train_cfg.max_epochs=1 "model.backbone.arch=small++"')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    # torch.distributed.launch passes --local-rank (torchrun sets LOCAL_RANK instead)
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
 
 
 def config_scope(cfg: Config) -> str:

@@ -53,6 +53,19 @@ def requested_backend(kind: str, requested: Optional[str], choices: Sequence[str
     return name
 
 
+def common_refusal(q, k, v, attn_drop: float, training: bool, return_attn: bool,
+                   probs: str) -> Optional[str]:
+    """Why no fast path can compute a call, for the reasons every fast path shares (``probs``
+    names the probabilities ``return_attn`` asks for); None if none applies."""
+    if return_attn:
+        return f'return_attn asks for the {probs} probabilities'
+    if attn_drop > 0 and training:
+        return f'attention dropout ({attn_drop}) in training is only in the reference'
+    if not (q.is_floating_point() and k.is_floating_point() and v.is_floating_point()):
+        return f'needs floating point q/k/v, got {q.dtype}'
+    return None
+
+
 def refuse(kind: str, backend: str, reason: str, raise_error: bool) -> bool:
     """A ``can_run_*`` check's answer when ``backend`` cannot compute a call exactly: raise
     (the backend was asked for by name) or log the reason at debug level and return False."""

@@ -32,7 +32,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .choice import refuse
+from .choice import common_refusal, refuse
 from .deformable_bias_separable import SeparableBias, tensor_grid, worthwhile
 
 #: Elements of a chunk's ``(heads, B, Mc, Ns)`` logits (float32: 8 MiB). Temporaries of a
@@ -333,19 +333,16 @@ def can_run_dmha_chunked(q, k, v, pos, q_coords, rpe_table, scale=None, attn_dro
                          raise_error: bool = False) -> bool:
     """Whether :func:`dmha_chunked` computes this call exactly; if not, the reason is logged at
     debug level (or raised as a ``ValueError`` with ``raise_error``)."""
-    if return_attn:
-        reason = 'return_attn asks for the full (B, heads, M, Ns) probabilities'
-    elif attn_drop > 0 and training:
-        reason = f'attention dropout ({attn_drop}) in training is only in the reference'
-    elif not (q.is_floating_point() and k.is_floating_point() and v.is_floating_point()):
-        reason = f'needs floating point q/k/v, got {q.dtype}'
-    elif q_coords.requires_grad:
-        reason = 'no gradient with respect to the query coordinates'
-    elif q.device.type == 'meta':
-        reason = 'meta tensors (shape-only runs, e.g. FLOP counting) use the reference'
-    elif q.dim() != 4 or pos.dim() != 4 or q.shape[1] % pos.shape[1]:
-        reason = (f'unexpected shapes q {tuple(q.shape)}, pos {tuple(pos.shape)} (the '
-                  f'reference reports the error)')
-    else:
-        return True
+    reason = common_refusal(q, k, v, attn_drop, training, return_attn,
+                            'full (B, heads, M, Ns)')
+    if reason is None:
+        if q_coords.requires_grad:
+            reason = 'no gradient with respect to the query coordinates'
+        elif q.device.type == 'meta':
+            reason = 'meta tensors (shape-only runs, e.g. FLOP counting) use the reference'
+        elif q.dim() != 4 or pos.dim() != 4 or q.shape[1] % pos.shape[1]:
+            reason = (f'unexpected shapes q {tuple(q.shape)}, pos {tuple(pos.shape)} (the '
+                      f'reference reports the error)')
+        else:
+            return True
     return refuse('deformable', 'chunked', reason, raise_error)

@@ -31,7 +31,7 @@ from typing import List, Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from .choice import refuse
+from .choice import common_refusal, refuse
 
 #: Candidate query tile edges, per axis (any value >= 1 is exact; tiles may be rectangular).
 #: The tile of a map is the candidate pair with the least estimated cost: tiles x (queries x
@@ -244,15 +244,11 @@ def can_run_na2d_tiled(q, k, v, rpb, kernel_size, attn_drop: float = 0.0,
                        raise_error: bool = False) -> bool:
     """Whether :func:`na2d_tiled` computes this call exactly; if not, the reason is logged at
     debug level (or raised as a ``ValueError`` with ``raise_error``)."""
-    if return_attn:
-        reason = 'return_attn asks for the per-query (k*k) probabilities'
-    elif attn_drop > 0 and training:
-        reason = f'attention dropout ({attn_drop}) in training is only in the reference'
-    elif not (q.is_floating_point() and k.is_floating_point() and v.is_floating_point()):
-        reason = f'needs floating point q/k/v, got {q.dtype}'
-    elif q.dim() != 5 or min(q.shape[2:4]) < kernel_size or kernel_size % 2 == 0:
-        reason = (f'needs (B, heads, H, W, c) maps of at least the (odd) kernel size '
-                  f'{kernel_size}, got {tuple(q.shape)} (the reference reports the error)')
-    else:
-        return True
+    reason = common_refusal(q, k, v, attn_drop, training, return_attn, 'per-query (k*k)')
+    if reason is None:
+        if q.dim() != 5 or min(q.shape[2:4]) < kernel_size or kernel_size % 2 == 0:
+            reason = (f'needs (B, heads, H, W, c) maps of at least the (odd) kernel size '
+                      f'{kernel_size}, got {tuple(q.shape)} (the reference reports the error)')
+        else:
+            return True
     return refuse('neighborhood', 'tiled', reason, raise_error)
