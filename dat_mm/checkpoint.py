@@ -212,6 +212,20 @@ def _weights_only_reason(err: BaseException) -> str:
     return ' '.join(parts) or str(err).strip()
 
 
+#: ``torch.serialization.safe_globals`` (torch >= 2.5): globals allowed for one load.
+_CAN_EXTEND_ALLOW_LIST = hasattr(torch.serialization, 'safe_globals')
+
+
+def _load_weights_only(f: Any, map_location: Any) -> Any:
+    """``torch.load(weights_only=True)``, with :func:`checkpoint_globals` allowed where torch
+    can allow globals for one call; older torch loads with its own allow-list alone (tensors,
+    containers and builtin types: model weights, not Runner state)."""
+    if not _CAN_EXTEND_ALLOW_LIST:
+        return torch.load(f, map_location=map_location, weights_only=True)
+    with torch.serialization.safe_globals(checkpoint_globals()):
+        return torch.load(f, map_location=map_location, weights_only=True)
+
+
 def safe_load(f: Any, map_location: Any = None) -> Any:
     """``torch.load(f, weights_only=True)`` with the globals of :func:`checkpoint_globals`.
 
@@ -224,8 +238,7 @@ def safe_load(f: Any, map_location: Any = None) -> Any:
         f = osp.expanduser(os.fspath(f))
         check_file(f)
     try:
-        with torch.serialization.safe_globals(checkpoint_globals()):
-            return torch.load(f, map_location=map_location, weights_only=True)
+        return _load_weights_only(f, map_location)
     except UnsafeCheckpointError as err:
         raise UnsafeCheckpointError(f'{where}: refused: {err}') from None
     except pickle.UnpicklingError as err:
@@ -233,6 +246,12 @@ def safe_load(f: Any, map_location: Any = None) -> Any:
         if 'truncated' in reason or 'EOF' in reason:
             raise CheckpointError(f'{where}: incomplete or damaged checkpoint: {reason}') \
                 from None
+        if not _CAN_EXTEND_ALLOW_LIST:
+            raise UnsafeCheckpointError(
+                f'{where}: refused: {reason} (torch {torch.__version__} loads tensors and '
+                'containers only: its weights-only allow-list cannot be extended for one load, '
+                'which reading the numpy arrays and logged state of an mmengine Runner '
+                'checkpoint needs; torch >= 2.5 reads those)') from None
         raise UnsafeCheckpointError(
             f'{where}: refused: {reason} (dat_mm loads tensors, containers, numpy arrays and '
             'mmengine Runner state only)') from None

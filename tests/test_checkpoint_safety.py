@@ -252,6 +252,19 @@ class _FileWriter(nn.Module):
         return x
 
 
+def test_torch_that_cannot_extend_its_allow_list_says_so(trained, tmp_path, monkeypatch):
+    """torch < 2.5 has no ``safe_globals``: model weights load with its own allow-list, a Runner
+    checkpoint's message hub is refused with the torch version and what would read it."""
+    import dat_mm.checkpoint as ckpt_mod
+    monkeypatch.setattr(ckpt_mod, '_CAN_EXTEND_ALLOW_LIST', False)
+    with pytest.raises(UnsafeCheckpointError, match=r'iter_4\.pth: refused: .*torch .*>= 2\.5'):
+        safe_load(str(trained[0] / 'iter_4.pth'))
+    weights = tmp_path / 'weights.pth'
+    torch.save({'state_dict': trained[1], 'meta': {'epoch': 1}}, weights)
+    loaded = safe_load(str(weights))
+    assert all(torch.equal(loaded['state_dict'][k], v) for k, v in trained[1].items())
+
+
 def _runner_ckpt(trained):
     return safe_load(str(trained[0] / 'iter_4.pth'))
 

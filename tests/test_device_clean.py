@@ -93,7 +93,7 @@ def meta_default():
             cls.backward = _in_device_context(backward.__func__)
         _clear_caches()
         with torch.device(META):
-            assert torch.empty(0).device == META and torch.get_default_device() == META
+            assert torch.empty(0).device == META
             yield
     finally:
         for cls, backward in saved.items():
@@ -182,7 +182,7 @@ def test_both_default_device_constructs_reach_factories_but_not_custom_backwards
     x = torch.ones(2, requires_grad=True)
     with torch.device(META):
         Probe.apply(x).sum().backward()
-    previous = torch.get_default_device()
+    previous = torch.empty(0).device
     torch.set_default_device(META)
     try:
         Probe.apply(x).sum().backward()

@@ -56,6 +56,7 @@ fingerprint() {
     {
         cat "$root"/requirements/*.txt "$root/setup.py" "$root/pyproject.toml" \
             "$root"/tools/install/setup_env.sh "$root"/tools/install/build_mmcv.sh \
+            "$root"/tools/install/uv_index.sh \
             "$root"/tools/install/check_env.py "$root"/tools/install/cuda_plan.py \
             2>/dev/null || true
         echo "venv=$venv cuda=${DAT_MM_MMCV_CUDA:-auto} arch=${TORCH_CUDA_ARCH_LIST:-}"
@@ -89,31 +90,14 @@ command -v c++ >/dev/null 2>&1 || command -v g++ >/dev/null 2>&1 \
 pipi() { "$py" -m pip install --disable-pip-version-check -c "$constraints" "$@"; }
 
 # --- installer: uv when it can be had, else pip ---------------------------------------------
-# pip's index settings for uv: "index-url", "extra-index-url", "find-links" of `pip config`
-# (environment variables PIP_* included, as pip itself sees them), unless UV_* are set.
-pip_setting() {   # the environment first, then the config files (pip's precedence)
-    local listed scope v
-    listed=$("$py" -m pip config list 2>/dev/null) || return 0
-    for scope in ':env:' install global; do
-        v=$(sed -n -E "s/^$scope\.$1='(.*)'\$/\1/p" <<<"$listed" | tail -n 1)
-        [[ -n $v ]] && { echo "$v"; return 0; }
-    done
-}
-pass_on() {   # pass_on PIP_KEY UV_VAR SEPARATOR: pip's setting as UV_VAR, unless it is set
-    local v
-    [[ -z ${!2:-} ]] && v=$(pip_setting "$1") && [[ -n $v ]] && export "$2=${v// /$3}"
-    return 0
-}
+# pip's index settings passed on to uv (tools/install/uv_index.sh)
+source "$root/tools/install/uv_index.sh"
 use_uv() {
     local uv_ver
     uv_ver=$(sed -n -E 's/^uv==([^ #]+).*/\1/p' "$constraints")
     [[ -x $venv/bin/uv && "$("$venv/bin/uv" --version 2>/dev/null)" == "uv $uv_ver"* ]] \
         || pipi -q "uv==$uv_ver" || return 1
-    pass_on index-url UV_INDEX_URL ' '
-    pass_on extra-index-url UV_EXTRA_INDEX_URL ' '
-    pass_on find-links UV_FIND_LINKS ,     # uv separates find-links with commas
-    # pip's behaviour for several indexes: the best version across all of them
-    export UV_INDEX_STRATEGY=${UV_INDEX_STRATEGY:-unsafe-best-match}
+    pass_pip_index_to_uv
 }
 installer=${DAT_MM_INSTALLER:-uv}
 [[ $installer == uv || $installer == pip ]] || die "DAT_MM_INSTALLER must be uv or pip, not '$installer'"
