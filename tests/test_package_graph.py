@@ -45,6 +45,8 @@ def _imports(path: Path):
 def code_graph():
     edges = {}
     for path in sorted(PACKAGE.rglob('*.py')):
+        if '.mim' in path.parts:  # configs and tools put there by setup.py
+            continue
         rel = path.relative_to(ROOT).with_suffix('').parts
         source = _unit('.'.join(rel if rel[-1] != '__init__' else rel[:-1]))
         for target in _imports(path):
