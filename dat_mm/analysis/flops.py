@@ -1,53 +1,59 @@
-"""Parameters and FLOPs of DAT / DAT++ models, counted from the operators a forward pass runs.
+"""Parameters and FLOPs of DAT / DAT++ models and of the detectors, segmentors and classifiers
+built on them, counted with ``torch.utils.flop_counter.FlopCounterMode``.
 
 Counting rule
 -------------
 One FLOP here is one **multiply-accumulate (MAC)**, the convention of fvcore and of the DAT,
-DAT++ and Swin papers (whose "FLOPs" columns are MACs). The count is taken from the ATen
-operators that actually run in one forward pass (a ``TorchDispatchMode``), so it follows the
-model at any input size (padding of small maps, border windows, key-grid sizes included). The
-pass runs on the ``meta`` device by default: only shapes are computed, which is exact for
-counting and takes no memory or time.
+DAT++ and Swin papers (whose "FLOPs" columns are MACs). torch's counter, which counts 2 FLOPs
+per MAC, runs one forward pass and records every operator it has a formula for, per module;
+dat_mm adds formulas for the two operators torch does not count and the papers do, and for
+the fused CPU attention kernel it lacks:
 
 ==================  =====================================================================
 category            counted as
 ==================  =====================================================================
-``conv``            every convolution (stems, down projections, 1x1 projections of DMHA,
-                    ConvFFN, LPU and offset convs): ``out.numel() * C_in/groups * k_h * k_w``
-``linear``          matrix products inside ``nn.Linear`` modules (qkv / proj of NA and window
-                    attention, the v1 MLP, the classifier): ``M * K * N`` per product
-``attn_matmul``     every other matrix product: the attention matmuls ``QK^T`` and ``AV``.
-                    NA: ``2 * B * heads * H * W * k*k * head_dim`` (each query against its k*k
-                    window), DMHA: ``2 * B * heads * HW * Ns * head_dim`` (every query against
-                    the ``Ns = Hk*Wk`` sampled keys), window attention: ``2 * w^4 * C`` per
-                    window. Fused ``scaled_dot_product_attention`` kernels count the same two
-                    products.
+``conv``            every convolution: ``out.numel() * C_in/groups * k_h * k_w`` (torch)
+``linear``          matrix products inside ``nn.Linear`` modules: ``M * K * N`` (torch)
+``attn_matmul``     every other matrix product: the attention matmuls ``QK^T`` and ``AV``
+                    (torch's ``mm``/``bmm`` formulas); fused ``scaled_dot_product_attention``
+                    kernels count the same two products plus their softmax
 ``softmax``         ``SOFTMAX_FLOPS_PER_ELEMENT`` (3: exponential, running sum, division) per
-                    element of the softmax input, i.e. per attention logit.
+                    element of the softmax input, i.e. per attention logit (dat_mm's rule)
 ``grid_sample``     ``GRID_SAMPLE_FLOPS_PER_OUTPUT[mode]`` per output element, channels included
-                    (bilinear 4: one MAC per corner tap, as fvcore counts ``grid_sampler``).
-                    DMHA has two: the key/value sampling ``B * C * Ns`` outputs and the
-                    deformable relative position bias ``B * heads * HW * Ns`` outputs.
+                    (bilinear 4: one MAC per corner tap, as fvcore counts ``grid_sampler``;
+                    dat_mm's rule). DMHA has two: the key/value sampling and the deformable
+                    relative position bias
 ==================  =====================================================================
 
 Not counted (as in fvcore's and the papers' totals): normalisations, activations, additions,
-bias additions, pooling, indexing/gathers, padding and reshapes. Attention is counted on the
-``reference`` backend of each attention kind (the count describes the model's math, not the
-kernel that happens to run); the modules' backend choice is restored afterwards.
+pooling, indexing/gathers, padding, reshapes, and custom operators outside ATen (mmcv's
+RoIAlign, NMS). Attention is counted on each kind's ``reference`` backend (the count describes
+the model's math, not the kernel that happens to run); the modules' backend choice is restored
+afterwards.
+
+Whole models: a classifier counts backbone, neck and head; a segmentor its backbone, neck and
+decode head (the auxiliary head runs in training only); a detector runs its ``predict`` pass
+on a real input, so its heads are counted at the recipe's proposal and detection numbers
+(e.g. 1000 RPN proposals through every box head, the 100 kept detections through every mask
+head). The box score threshold is set to 0 for the count, so that a randomly initialised
+detector keeps its full ``max_per_img`` as a trained one does on a typical image; the report
+states the numbers of boxes each head saw.
 
 Use :func:`count_model` on a module, :func:`count_config` on a config file, or
-``tools/analysis/get_flops.py CONFIG [--shape H W]``.
+``tools/analysis/get_flops.py CONFIG [--shape H W]`` (docs/flops.md). Needs torch >= 2.4
+(the model code itself runs on older torch).
 """
 import contextlib
+import copy
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from math import prod
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 
 aten = torch.ops.aten
 
@@ -69,110 +75,50 @@ PAPER_NAMES = {
 }
 
 
-# -- per-operator rules: (args, kwargs, out) -> {category: count} ------------------------------
-def _conv(args, kwargs, out):
-    x, w = args[0], args[1]
-    transposed = args[6] if len(args) > 6 else kwargs.get('transposed', False)
-    if transposed:  # each input element meets C_out/groups * k taps
-        return {'conv': x.numel() * w.shape[1] * prod(w.shape[2:])}
-    return {'conv': out.numel() * w.shape[1] * prod(w.shape[2:])}
+# -- dat_mm's formulas, in torch's unit (2 per MAC) --------------------------------------------
+def _softmax_flops(x_shape, *args, out_shape=None, **kwargs) -> int:
+    return 2 * SOFTMAX_FLOPS_PER_ELEMENT * prod(x_shape)
 
 
-def _mm(args, kwargs, out):
-    a, b = args[-2], args[-1]  # mm(a, b), addmm(bias, a, b)
-    return {'matmul': a.shape[0] * a.shape[1] * b.shape[1]}
+def _grid_sample_flops(x_shape, grid_shape, mode=0, *args, out_shape=None, **kwargs) -> int:
+    return 2 * GRID_SAMPLE_FLOPS_PER_OUTPUT.get(int(mode), 4) * prod(out_shape)
 
 
-def _bmm(args, kwargs, out):
-    a, b = args[-2], args[-1]  # bmm(a, b), baddbmm(bias, a, b)
-    return {'matmul': a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]}
+def _sdpa_products(q_shape, k_shape, v_shape) -> int:
+    """Both attention products of ``softmax(q k^T) v`` and the softmax, in torch's unit."""
+    lead, L, S = prod(q_shape[:-2]), q_shape[-2], k_shape[-2]
+    return 2 * lead * L * S * (q_shape[-1] + v_shape[-1]) + _softmax_flops((lead, L, S))
 
 
-def _softmax(args, kwargs, out):
-    return {'softmax': SOFTMAX_FLOPS_PER_ELEMENT * args[0].numel()}
+def _sdpa_flops(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
+    return _sdpa_products(q_shape, k_shape, v_shape)
 
 
-def _grid_sample(args, kwargs, out):
-    mode = args[2] if len(args) > 2 else kwargs.get('interpolation_mode', 0)
-    return {'grid_sample': GRID_SAMPLE_FLOPS_PER_OUTPUT.get(int(mode), 4) * out.numel()}
-
-
-def _sdpa(args, kwargs, out):
-    q, k, v = args[0], args[1], args[2]
-    lead = prod(q.shape[:-2])
-    L, S, E, Ev = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
-    return {'attn_matmul': lead * L * S * (E + Ev),
-            'softmax': SOFTMAX_FLOPS_PER_ELEMENT * lead * L * S}
-
-
-def _build_rules():
-    rules = {}
-
-    def add(names, fn):
-        for name in names:
-            op = getattr(aten, name, None)
-            if op is not None:
-                rules[op] = fn
-
-    add(['convolution', '_convolution', 'cudnn_convolution', 'mkldnn_convolution'], _conv)
-    add(['mm', 'addmm'], _mm)
-    add(['bmm', 'baddbmm'], _bmm)
-    add(['_softmax', '_safe_softmax'], _softmax)
-    add(['grid_sampler_2d', 'cudnn_grid_sampler'], _grid_sample)
-    add(['_scaled_dot_product_flash_attention_for_cpu', '_scaled_dot_product_flash_attention',
-         '_scaled_dot_product_efficient_attention', '_scaled_dot_product_cudnn_attention'],
-        _sdpa)
+def _custom_rules() -> Dict:
+    rules = {aten._softmax: _softmax_flops, aten.grid_sampler_2d: _grid_sample_flops}
+    for name in ('_scaled_dot_product_flash_attention_for_cpu',
+                 '_scaled_dot_product_flash_attention', '_scaled_dot_product_efficient_attention',
+                 '_scaled_dot_product_cudnn_attention'):
+        op = getattr(aten, name, None)
+        if op is not None:  # torch's own formulas for these count the products only
+            rules[op] = _sdpa_flops
+    if hasattr(aten, '_safe_softmax'):
+        rules[aten._safe_softmax] = _softmax_flops
     return rules
 
 
-RULES = _build_rules()
+CUSTOM_RULES = _custom_rules()
+_CATEGORY_OF_OP = {'convolution': 'conv', '_convolution': 'conv', 'cudnn_convolution': 'conv',
+                   'mm': 'matmul', 'addmm': 'matmul', 'bmm': 'matmul', 'baddbmm': 'matmul',
+                   '_softmax': 'softmax', '_safe_softmax': 'softmax',
+                   'grid_sampler_2d': 'grid_sample'}
 
 
-class _OpCounter(TorchDispatchMode):
-    """Counts the operators of :data:`RULES`, attributed to the innermost running module."""
-
-    def __init__(self, stack: List[Tuple[str, nn.Module]]):
-        super().__init__()
-        self.stack = stack
-        self.counts: Dict[str, Dict[str, int]] = {}
-        self.uncounted = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        # The mode is inactive while its handler runs, so the ops a kernel calls internally
-        # are not seen again: every op is counted once, at the level the model called it.
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        rule = RULES.get(func.overloadpacket)
-        if rule is None:
-            self.uncounted.add(str(func.overloadpacket))
-            return out
-        name, module = self.stack[-1] if self.stack else ('', None)
-        first = out[0] if isinstance(out, (tuple, list)) else out
-        for cat, n in rule(args, kwargs, first).items():
-            if cat == 'matmul':
-                cat = 'linear' if isinstance(module, nn.Linear) else 'attn_matmul'
-            row = self.counts.setdefault(name, dict.fromkeys(CATEGORIES, 0))
-            row[cat] += int(n)
-        return out
-
-
-@contextlib.contextmanager
-def _module_stack(model: nn.Module):
-    stack: List[Tuple[str, nn.Module]] = []
-    handles = []
-    for name, module in model.named_modules():
-        def pre(mod, inputs, _name=name):
-            stack.append((_name, mod))
-
-        def post(mod, inputs, output):
-            stack.pop()
-        handles.append(module.register_forward_pre_hook(pre))
-        handles.append(module.register_forward_hook(post))
-    try:
-        yield stack
-    finally:
-        for h in handles:
-            h.remove()
+def _category(op) -> str:
+    name = str(op).split('.', 1)[-1]
+    if 'attention' in name:
+        return 'attn_matmul'
+    return _CATEGORY_OF_OP.get(name, 'other')
 
 
 @contextlib.contextmanager
@@ -191,7 +137,31 @@ def reference_attention(model: nn.Module):
             m.backend = backend
 
 
-# -- rows of the table -----------------------------------------------------------------------
+def _run_counter(model: nn.Module, run: Callable[[], object]) -> Dict[str, Dict[str, int]]:
+    """Module name (as ``model.named_modules`` spells it, '' for the model) -> category ->
+    MACs, inclusive of submodules; only the modules whose forward ran have an entry."""
+    counter = FlopCounterMode(display=False, custom_mapping=CUSTOM_RULES)
+    if not hasattr(counter, 'mod_tracker'):
+        raise RuntimeError(f'FLOP counting needs torch >= 2.4 (FlopCounterMode attributing '
+                           f'operators to modules by itself); this is torch {torch.__version__}')
+    with torch.no_grad(), reference_attention(model), counter:
+        run()
+    root = type(model).__name__
+    out = {}
+    for name, ops in counter.get_flop_counts().items():
+        if name == 'Global' or not (name == root or name.startswith(root + '.')):
+            continue
+        row = out.setdefault(name[len(root) + 1:], {})
+        for op, flops in ops.items():
+            cat = _category(op)
+            row[cat] = row.get(cat, 0) + flops // 2
+    return out
+
+
+# -- rows of the table -------------------------------------------------------------------------
+#: The row of operators that ran outside every submodule's forward (a detector's
+#: post-processing: score softmax, mask pasting).
+OUTSIDE = '(outside modules)'
 _DAT_PARTS = (
     (re.compile(r'^stem(\.|$)'), lambda m: 'stem'),
     (re.compile(r'^stages\.(\d+)(\.|$)'), lambda m: f'stage{m.group(1)}'),
@@ -201,6 +171,8 @@ _DAT_PARTS = (
 
 
 def _row_of(name: str, dat_prefixes: Sequence[str]) -> str:
+    """The table row of a module: DAT parts (stem, stageN, downN, out norms) under each DAT
+    backbone, else the model's top-level child (neck, rpn_head, roi_head, decode_head...)."""
     for prefix in dat_prefixes:
         if prefix == '' or name == prefix[:-1] or name.startswith(prefix):
             rest = name[len(prefix):]
@@ -208,8 +180,49 @@ def _row_of(name: str, dat_prefixes: Sequence[str]) -> str:
                 m = pattern.match(rest)
                 if m:
                     return prefix + label(m)
-            return prefix[:-1] if prefix else '(other)'
-    return name.split('.', 1)[0] if name else '(top)'
+            return prefix[:-1] if prefix else OUTSIDE
+    return name.split('.', 1)[0] if name else OUTSIDE
+
+
+def _exclusive_rows(model: nn.Module, inclusive: Dict[str, Dict[str, int]],
+                    dat_prefixes: Sequence[str]) -> 'OrderedDict[str, Dict[str, int]]':
+    """Per table row, the MACs of its modules, each op counted once: a module's inclusive
+    count is split into its children's and its own remainder, which goes to its row. The
+    matrix products of ``nn.Linear`` modules are ``linear``, all others ``attn_matmul``."""
+    modules = dict(model.named_modules())
+    rows: 'OrderedDict[str, Dict[str, int]]' = OrderedDict()
+
+    def add(row, cat, n):
+        if n:
+            r = rows.setdefault(row, dict.fromkeys(CATEGORIES, 0))
+            r[cat] = r.get(cat, 0) + n
+
+    def visit(name: str) -> Dict[str, int]:
+        """Inclusive counts of ``name`` (its entry, or its children's sum if it has none)."""
+        children = {}
+        for child, _ in modules[name].named_children():
+            full = f'{name}.{child}' if name else child
+            for cat, n in visit(full).items():
+                children[cat] = children.get(cat, 0) + n
+        own = inclusive.get(name)
+        if own is None:
+            return children
+        row = _row_of(name, dat_prefixes)
+        for cat, n in own.items():
+            rest = n - children.get(cat, 0)
+            if cat == 'matmul':
+                cat = 'linear' if isinstance(modules[name], nn.Linear) else 'attn_matmul'
+            if cat != 'other':
+                add(row, cat, rest)
+        return own
+
+    visit('')
+    # in the order the pass reached them (the counter records modules as they first count)
+    first = {}
+    for i, name in enumerate(inclusive):
+        first.setdefault(_row_of(name, dat_prefixes), i)
+    first[OUTSIDE] = len(inclusive)
+    return OrderedDict(sorted(rows.items(), key=lambda item: first.get(item[0], len(inclusive))))
 
 
 @dataclass
@@ -218,8 +231,9 @@ class FlopReport:
     model_name: str
     input_shape: Tuple[int, ...]
     rows: 'OrderedDict[str, Dict[str, int]]'  # row -> {params, categories...}
-    uncounted_ops: List[str] = field(default_factory=list)
     arch: Optional[str] = None
+    notes: List[str] = field(default_factory=list)
+    paper: Optional[Tuple[str, float]] = None  # (what, GMACs) the paper states for this model
 
     @property
     def params(self) -> int:
@@ -234,9 +248,7 @@ class FlopReport:
         return self.total()
 
     def paper_gflops(self) -> Optional[float]:
-        if self.arch is None or self.input_shape[-1] != self.input_shape[-2]:
-            return None
-        return PAPER_GFLOPS.get((self.arch, self.input_shape[-1]))
+        return None if self.paper is None else self.paper[1]
 
     def format(self) -> str:
         head = ['part', 'params', 'conv', 'linear', 'attn mm', 'softmax', 'grid_smp', 'GFLOPs']
@@ -256,11 +268,11 @@ class FlopReport:
         lines += [fmt(row) for row in table[:-1]]
         lines.append('  '.join('-' * w for w in widths))
         lines.append(fmt(table[-1]))
-        paper = self.paper_gflops()
-        if paper is not None:
-            name = PAPER_NAMES[(self.arch, self.input_shape[-1])]
+        lines += self.notes
+        if self.paper is not None:
+            what, paper = self.paper
             ours = self.flops / 1e9
-            lines.append(f'paper ({name} classifier): {paper:.1f}G; counted {ours:.2f}G '
+            lines.append(f'paper ({what}): {paper:.1f}G; counted {ours:.2f}G '
                          f'({(ours / paper - 1) * 100:+.1f}%)')
         return '\n'.join(lines)
 
@@ -271,89 +283,81 @@ class FlopReport:
 
 
 def _dat_info(model: nn.Module):
-    from dat_mm.models.backbones import ARCH_ZOO, DAT
+    from dat_mm.models.backbones import ARCH_ZOO, DAT, resolve_arch
     prefixes, arch = [], None
     for name, m in model.named_modules():
         if isinstance(m, DAT):
             prefixes.append(name + '.' if name else '')
             for preset in ARCH_ZOO:
-                if m.arch == _resolved(preset):
+                if m.arch == resolve_arch(preset):
                     arch = preset
     return prefixes, arch
 
 
-def _resolved(preset):
-    from dat_mm.models.backbones import resolve_arch
-    return resolve_arch(preset)
-
-
 def count_model(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224),
-                device: str = None, forward=None, model_name: str = None) -> FlopReport:
+                device: str = None, forward=None, model_name: str = None,
+                inputs=None) -> FlopReport:
     """Count FLOPs (MACs) and parameters of one forward pass of ``model``.
 
     Args:
-        model: any module; DAT backbones inside it get per-part rows (stem, stages, downs).
+        model: any module; DAT backbones inside it get per-part rows (stem, stages, downs),
+            every other top-level child one row.
         input_shape: NCHW shape of the input.
         device: ``None`` runs where the model is; ``'meta'`` (shapes only: exact, instant, no
             memory) or another device **moves the model there** (pass a copy to keep it).
         forward: ``callable(model, x)`` running the pass (default ``model(x)``).
+        inputs: the input tensor to use instead of zeros of ``input_shape``.
     """
     if len(input_shape) != 4:
         raise ValueError(f'input_shape must be NCHW, got {tuple(input_shape)}')
     prefixes, arch = _dat_info(model)
-    params = OrderedDict()
-    for name, p in model.named_parameters():
-        module_name = name.rsplit('.', 1)[0] if '.' in name else ''
-        row = _row_of(module_name, prefixes)
-        params[row] = params.get(row, 0) + p.numel()
     if device is not None:
         model.to(device)
     else:
         device = next(iter(model.parameters()), torch.zeros(())).device
     was_training = model.training
     model.eval()
-    x = torch.zeros(*input_shape, device=device)
+    x = torch.zeros(*input_shape, device=device) if inputs is None else inputs
     run = forward or (lambda m, t: m(t))
     try:
-        with torch.no_grad(), reference_attention(model), _module_stack(model) as stack:
-            counter = _OpCounter(stack)
-            with counter:
-                run(model, x)
+        inclusive = _run_counter(model, lambda: run(model, x))
     finally:
         model.train(was_training)
+    counted = _exclusive_rows(model, inclusive, prefixes)
+    params = OrderedDict()
+    for name, p in model.named_parameters():
+        row = _row_of(name.rsplit('.', 1)[0] if '.' in name else '', prefixes)
+        params[row] = params.get(row, 0) + p.numel()
     rows = OrderedDict()
-    order = []  # rows in the order the forward pass reaches them, then parameter-only rows
-    for row in [_row_of(n, prefixes) for n in counter.counts] + list(params):
-        if row not in order:
-            order.append(row)
-    for row in order:
-        rows[row] = dict(params=params.get(row, 0), **dict.fromkeys(CATEGORIES, 0))
-    for name, cats in counter.counts.items():
-        row = rows[_row_of(name, prefixes)]
-        for c, n in cats.items():
-            row[c] += n
-    return FlopReport(model_name or type(model).__name__, tuple(input_shape), rows,
-                      sorted(counter.uncounted), arch)
+    for row in list(counted) + list(params):  # in the order the pass reached them
+        if row not in rows:
+            rows[row] = dict(params=params.get(row, 0), **counted.get(
+                row, dict.fromkeys(CATEGORIES, 0)))
+    paper = None
+    side = input_shape[-1] if input_shape[-1] == input_shape[-2] else None
+    if arch is not None and (arch, side) in PAPER_GFLOPS and 'head' in rows:
+        paper = (f'{PAPER_NAMES[(arch, side)]} classifier', PAPER_GFLOPS[(arch, side)])
+    return FlopReport(model_name or type(model).__name__, tuple(input_shape), rows, arch,
+                      paper=paper)
 
 
 # -- configs -----------------------------------------------------------------------------------
-def build_from_config(cfg):
-    """The model a config describes, to count: the whole classifier for mmpretrain configs, the
-    backbone alone for any other (det/seg) config, built by
-    :func:`dat_mm.apis.build_model_from_config`. Returns ``(module, description)``."""
+def build_from_config(cfg, backbone_only: bool = False):
+    """The model a config describes, to count (:func:`dat_mm.apis.build_model_from_config`):
+    the whole model, or its backbone alone. Returns ``(module, description)``."""
     from mmengine.config import Config
 
     from ..apis.build import build_model_from_config
     if not isinstance(cfg, Config):
         cfg = Config.fromfile(cfg)
-    if cfg.get('default_scope') == 'mmpretrain' or cfg.model.get('type') == 'ImageClassifier':
-        return build_model_from_config(cfg), f'{cfg.model.type} (whole classifier)'
-    model = build_model_from_config(cfg, backbone_only=True)
-    return model, f'{cfg.model.backbone.type} (backbone only)'
+    if backbone_only:
+        model = build_model_from_config(cfg, backbone_only=True)
+        return model, f'{cfg.model.backbone.type} (backbone only)'
+    return build_model_from_config(cfg), f'{cfg.model.type} (whole model)'
 
 
 def _pipeline_size(cfg) -> Optional[Tuple[int, int]]:
-    """Model input side of an mmpretrain test pipeline (last crop / fixed resize), if any."""
+    """Model input ``(H, W)`` of a test pipeline: the last crop / fixed resize, if any."""
     try:
         pipeline = cfg.test_dataloader.dataset.pipeline
     except (AttributeError, KeyError):
@@ -371,23 +375,84 @@ def _pipeline_size(cfg) -> Optional[Tuple[int, int]]:
     return tuple(size)[::-1]  # mmcv scales are (w, h)
 
 
-def count_config(config, shape: Optional[Sequence[int]] = None, device: str = 'meta'
-                 ) -> FlopReport:
-    """Count the model built from ``config`` (a path or Config) at ``shape`` ``(H, W)``; the
-    default is the classifier's test input size, else 224 x 224."""
+class _BoxCounter:
+    """Numbers of boxes that each RoI extractor of a detector receives in one pass."""
+
+    def __init__(self, model: nn.Module):
+        self.seen: Dict[str, List[int]] = {}
+        self.handles = []
+        for name, m in model.named_modules():
+            if name.endswith('roi_extractor') or re.search(r'roi_extractor\.\d+$', name):
+                self.handles.append(m.register_forward_hook(self._hook(name)))
+
+    def _hook(self, name):
+        def hook(module, args, output):
+            self.seen.setdefault(name, []).append(int(args[1].shape[0]))
+        return hook
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+    def notes(self) -> List[str]:
+        return [f'{name}: {", ".join(map(str, n))} boxes' for name, n in self.seen.items()]
+
+
+def _detector_pass(cfg, model: nn.Module, h: int, w: int):
+    """``forward(model, x)`` running mmdet's ``predict`` on one image of ``h x w``, with the
+    box score threshold at 0 so that the heads see the recipe's full box numbers."""
+    from mmdet.structures import DetDataSample
+    for node in (model.test_cfg, getattr(getattr(model, 'roi_head', None), 'test_cfg', None),
+                 getattr(getattr(model, 'bbox_head', None), 'test_cfg', None)):
+        if node is None:
+            continue
+        for sub in (node, node.get('rcnn')) if hasattr(node, 'get') else (node,):
+            if sub is not None and 'score_thr' in sub:
+                sub['score_thr'] = 0.0
+    meta = dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w),
+                scale_factor=(1.0, 1.0))
+
+    def forward(m, x):
+        return m(x, [DetDataSample(metainfo=meta)], mode='predict')
+    return forward
+
+
+def count_config(config, shape: Optional[Sequence[int]] = None, device: str = None,
+                 backbone_only: bool = False) -> FlopReport:
+    """Count the model built from ``config`` (a path or Config) at input ``shape`` ``(H, W)``.
+
+    Default shape: the test pipeline's fixed size (classifiers), else 224 x 224. Classifiers
+    and segmentors run on the ``meta`` device unless ``device`` says otherwise; detectors need
+    real values (their heads keep boxes by score) and run on the CPU with random input.
+    """
     from mmengine.config import Config
     cfg = config if isinstance(config, Config) else Config.fromfile(config)
-    model, what = build_from_config(cfg)
+    cfg = copy.deepcopy(cfg)
+    model, what = build_from_config(cfg, backbone_only=backbone_only)
     if shape is None:
         shape = _pipeline_size(cfg) or (224, 224)
     h, w = shape
-    if what.endswith('(whole classifier)'):
-        def forward(m, x):
-            return m(x, mode='tensor')
-    else:
-        forward = None
+    scope = cfg.get('default_scope')
     name = f'{getattr(cfg, "filename", "config")}: {what}'
-    return count_model(model, (1, 3, h, w), device=device, forward=forward, model_name=name)
+    if backbone_only:
+        return count_model(model, (1, 3, h, w), device=device or 'meta', model_name=name)
+    if scope == 'mmdet':
+        forward = _detector_pass(cfg, model, h, w)
+        boxes = _BoxCounter(model)
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(1, 3, h, w, generator=generator) * 50 + 110
+        try:
+            report = count_model(model, (1, 3, h, w), device=device or 'cpu', forward=forward,
+                                 model_name=name, inputs=x.to(device or 'cpu'))
+        finally:
+            boxes.remove()
+        report.notes += boxes.notes()
+        return report
+
+    def forward(m, x):
+        return m(x, mode='tensor')
+    return count_model(model, (1, 3, h, w), device=device or 'meta', forward=forward,
+                       model_name=name)
 
 
 def count_preset(arch: str, side: int = 224, with_head: bool = True,
