@@ -8,6 +8,7 @@ import os
 import pickle
 import shutil
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Tuple
@@ -263,6 +264,23 @@ def test_torch_that_cannot_extend_its_allow_list_says_so(trained, tmp_path, monk
     torch.save({'state_dict': trained[1], 'meta': {'epoch': 1}}, weights)
     loaded = safe_load(str(weights))
     assert all(torch.equal(loaded['state_dict'][k], v) for k, v in trained[1].items())
+
+
+def test_publish_model_writes_weights_plain_torch_load_reads(trained, hostile_files, tmp_path):
+    tool = ROOT / 'tools' / 'model_converters' / 'publish_model.py'
+    out = tmp_path / 'weights.pth'
+    proc = subprocess.run([sys.executable, str(tool), str(trained[0] / 'iter_4.pth'), str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    loaded = torch.load(out, weights_only=True)  # torch's default allow-list, nothing added
+    assert all(torch.equal(loaded['state_dict'][k], v) for k, v in trained[1].items())
+    assert loaded['meta']['iter'] == 4 and len(loaded['meta']['source_sha256']) == 64
+    _, files = hostile_files
+    for kind in ('os_system', 'torchscript'):
+        proc = subprocess.run([sys.executable, str(tool), str(files[kind]),
+                               str(tmp_path / f'{kind}.pth')], capture_output=True, text=True)
+        assert proc.returncode == 1 and str(files[kind]) in proc.stderr and 'refused' in proc.stderr
+        assert not (tmp_path / f'{kind}.pth').exists()
 
 
 def _runner_ckpt(trained):

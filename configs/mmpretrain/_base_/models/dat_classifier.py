@@ -5,6 +5,10 @@ _base_ = 'mmpretrain::_base_/default_runtime.py'
 custom_imports = dict(imports=['dat_mm'], allow_failed_imports=False)
 # checkpoints: safe loading, fit checks, atomic saves, RNG state (docs/reliability.md)
 default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))
+# mmpretrain's default visualizer, restated: inherited across packages it carries a `_scope_`
+# key, which mmpretrain's tools/visualization/browse_dataset.py passes on as an argument
+visualizer = dict(_delete_=True, type='UniversalVisualizer',
+                  vis_backends=[dict(type='LocalVisBackend')])
 
 model = dict(
     type='ImageClassifier',
