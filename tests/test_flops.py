@@ -31,6 +31,18 @@ def test_other_published_models_within_5_percent(arch, side):
     assert abs(report.flops / 1e9 / PAPER_GFLOPS[(arch, side)] - 1) < 0.05, report.format()
 
 
+#: docs/flops.md's table of the published classifiers (G MACs, two decimals)
+DOCUMENTED_GFLOPS = {('tiny++', 224): 4.27, ('small++', 224): 9.40, ('base++', 224): 16.53,
+                     ('base++', 384): 49.70, ('tiny', 224): 4.58, ('small', 224): 9.00,
+                     ('base', 224): 15.77, ('base-384', 384): 49.89}
+
+
+def test_published_classifiers_count_the_documented_figures():
+    for (arch, side), gflops in DOCUMENTED_GFLOPS.items():
+        assert round(count_preset(arch, side).flops / 1e9, 2) == gflops, (arch, side)
+    assert count_preset('tiny++').flops == 4_273_297_888  # every operator, to the unit
+
+
 def test_classifier_params_match_the_spec():
     assert count_preset('tiny++').params == 23_962_876
     assert count_preset('base-384', 384).params == 88_178_272
