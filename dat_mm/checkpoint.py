@@ -1,10 +1,23 @@
 """Loading checkpoints safely, and writing them so that no crash can lose one.
 
+The plain form
+--------------
+:class:`dat_mm.engine.SafeCheckpointHook` saves the Runner state that is not tensors and
+builtin values (numpy RNG state and scalars, the message hub's ``HistoryBuffer`` objects,
+the MultiStep schedulers' ``Counter``) as tagged dicts of tensors and builtin values
+(:func:`to_plain`). torch's weights-only unpickler reads such a checkpoint with no global
+allowed: plain ``torch.load`` of any torch from 2.1, and so tools outside dat_mm, read it.
+:func:`safe_load` turns the tagged dicts back (:func:`from_plain`), checking each: an unknown
+tag, a non-numeric dtype, a size that does not match or an inconsistent HistoryBuffer is an
+:class:`UnsafeCheckpointError`.
+
 Loading
 -------
 Every checkpoint dat_mm reads goes through :func:`safe_load`: ``torch.load(...,
-weights_only=True)``, torch's restricted unpickler, with exactly the globals that MMEngine
-Runner checkpoints need added for that one call (``torch.serialization.safe_globals``):
+weights_only=True)``, torch's restricted unpickler. For checkpoints with pickled Runner
+state (saved by mmengine without SafeCheckpointHook), exactly the globals they need are added
+for that one call (``torch.serialization.safe_globals``, torch >= 2.5; older torch refuses
+them with a message that says so):
 
 * ``mmengine.logging.history_buffer.HistoryBuffer`` (the message hub's logged scalars), bound
   to a checked stand-in whose ``__setstate__`` validates the state (numeric 1-D histories of
@@ -29,8 +42,9 @@ local paths once :func:`use_safe_loader` has run: dat_mm's tools call it, and so
 :class:`dat_mm.engine.SafeCheckpointHook` when a run starts, so every config of this project
 gets it with any entry point (mmdet's own ``tools/test.py`` included). Users' scripts call
 ``dat_mm.checkpoint.use_safe_loader()`` once. Without it mmengine calls ``torch.load`` with
-torch's ``weights_only`` default, which is safe too but cannot read the message hub of Runner
-checkpoints. See docs/reliability.md.
+torch's ``weights_only`` default, which is safe too and reads checkpoints in the plain form
+(SafeCheckpointHook turns their state back after loading), but not pickled Runner state. See
+docs/reliability.md.
 
 Writing
 -------
@@ -49,7 +63,8 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple
 import torch
 
 __all__ = [
-    'CheckpointError', 'UnsafeCheckpointError', 'safe_load', 'load_checkpoint',
+    'CheckpointError', 'UnsafeCheckpointError', 'safe_load', 'load_checkpoint', 'to_plain',
+    'from_plain', 'PLAIN_TAG', 'CAN_EXTEND_ALLOW_LIST',
     'use_safe_loader',
     'checkpoint_globals', 'is_complete_checkpoint', 'atomic_write', 'atomic_write_text',
     'commit_temporary', 'temporary_name', 'safe_loader', 'check_file'
@@ -161,6 +176,112 @@ def checkpoint_globals() -> List[Tuple[Any, str]]:
 
 
 # ---------------------------------------------------------------------------------------
+# The plain form: Runner state that any weights-only loader reads
+
+#: Key of the dicts that stand for the non-container objects of a Runner checkpoint.
+PLAIN_TAG = '__dat_mm_plain__'
+_NUMERIC_KINDS = 'biufc'  # numpy dtype kinds a plain array or scalar may have
+
+
+def to_plain(obj: Any) -> Any:
+    """``obj`` with the objects that torch's weights-only unpickler does not read by default
+    replaced by tagged dicts of tensors and builtin values: numeric numpy arrays and scalars,
+    ``collections.Counter`` (MultiStep schedulers' milestones) and mmengine ``HistoryBuffer``
+    (the message hub's logged scalars). Containers are rebuilt with their type (dict,
+    OrderedDict, list, tuple); tensors and builtin values are kept; anything else is left as
+    it is. :class:`SafeCheckpointHook` saves Runner checkpoints in this form, so that plain
+    ``torch.load`` (any torch from 2.1) reads them; :func:`safe_load` turns them back."""
+    import collections
+
+    import numpy as np
+    if isinstance(obj, np.ndarray) and obj.dtype.kind in _NUMERIC_KINDS:
+        # the bytes, as uint8: every numeric dtype, on every torch (2.1 has no uint32)
+        raw = np.frombuffer(np.ascontiguousarray(obj).tobytes(), dtype=np.uint8)
+        return {PLAIN_TAG: 'ndarray', 'dtype': obj.dtype.str, 'shape': list(obj.shape),
+                'data': torch.from_numpy(raw.copy())}
+    if isinstance(obj, np.generic) and obj.dtype.kind in _NUMERIC_KINDS:  # np.float64 too
+        return {PLAIN_TAG: 'scalar', 'dtype': obj.dtype.str, 'value': obj.item()}
+    if isinstance(obj, (torch.Tensor, str, bytes, int, float, bool, complex)) or obj is None:
+        return obj
+    if isinstance(obj, collections.Counter):
+        return {PLAIN_TAG: 'Counter', 'items': [[to_plain(k), v] for k, v in obj.items()]}
+    if type(obj) is _history_buffer_class():
+        return {PLAIN_TAG: 'HistoryBuffer', 'max_length': obj.max_length,
+                'log': to_plain(obj._log_history), 'count': to_plain(obj._count_history)}
+    if type(obj) in (dict, collections.OrderedDict):
+        return type(obj)((k, to_plain(v)) for k, v in obj.items())
+    if type(obj) in (list, tuple):
+        return type(obj)(to_plain(v) for v in obj)
+    return obj
+
+
+def _plain_array(node: Any, where: str):
+    import numpy as np
+    if not (isinstance(node, dict) and node.get(PLAIN_TAG) == 'ndarray'
+            and set(node) == {PLAIN_TAG, 'dtype', 'shape', 'data'}
+            and isinstance(node['data'], torch.Tensor) and node['data'].dtype == torch.uint8
+            and node['data'].dim() == 1 and isinstance(node['dtype'], str)
+            and isinstance(node['shape'], list)
+            and all(type(n) is int and n >= 0 for n in node['shape'])):
+        raise UnsafeCheckpointError(f'{where}: not a plain array')
+    try:
+        dtype = np.dtype(node['dtype'])
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.kind not in _NUMERIC_KINDS:
+        raise UnsafeCheckpointError(f'{where}: plain array of dtype {node["dtype"]!r} (numeric '
+                                    'dtypes only)')
+    shape = tuple(node['shape'])
+    count = 1
+    for n in shape:
+        count *= n
+    if count * dtype.itemsize != node['data'].numel():
+        raise UnsafeCheckpointError(f'{where}: plain array of shape {shape} and dtype {dtype} '
+                                    f'with {node["data"].numel()} bytes')
+    return np.frombuffer(node['data'].cpu().numpy().tobytes(), dtype=dtype).reshape(shape)
+
+
+def from_plain(obj: Any, where: str = 'checkpoint') -> Any:
+    """The inverse of :func:`to_plain`, checking every tagged dict: an unknown tag, a
+    non-numeric dtype or an inconsistent HistoryBuffer is an :class:`UnsafeCheckpointError`.
+    Objects that are not tagged dicts pass through, so old checkpoints are unchanged."""
+    import collections
+
+    import numpy as np
+    if type(obj) in (dict, collections.OrderedDict):
+        tag = obj.get(PLAIN_TAG)
+        if tag is None:
+            return type(obj)((k, from_plain(v, f'{where}.{k}')) for k, v in obj.items())
+        if tag == 'ndarray':
+            return _plain_array(obj, where)
+        if tag == 'scalar' and set(obj) == {PLAIN_TAG, 'dtype', 'value'}:
+            value = obj['value']
+            try:
+                dtype = np.dtype(obj['dtype']) if isinstance(obj['dtype'], str) else None
+            except TypeError:
+                dtype = None
+            if isinstance(value, (bool, int, float, complex)) and dtype is not None \
+                    and dtype.kind in _NUMERIC_KINDS:
+                return dtype.type(value)
+        elif tag == 'Counter' and set(obj) == {PLAIN_TAG, 'items'} and isinstance(
+                obj['items'], list) and all(isinstance(i, list) and len(i) == 2
+                                            for i in obj['items']):
+            return collections.Counter({from_plain(k, where): v for k, v in obj['items']})
+        elif tag == 'HistoryBuffer' and set(obj) == {PLAIN_TAG, 'max_length', 'log', 'count'}:
+            logs = _plain_array(obj['log'], f'{where}.log')
+            counts = _plain_array(obj['count'], f'{where}.count')
+            max_length = obj['max_length']
+            if (isinstance(max_length, int) and not isinstance(max_length, bool)
+                    and max_length > 0 and logs.ndim == counts.ndim == 1
+                    and len(logs) == len(counts) <= max_length):
+                return _history_buffer_class()(logs, counts, max_length)
+        raise UnsafeCheckpointError(f'{where}: malformed plain {tag!r} entry')
+    if type(obj) in (list, tuple):
+        return type(obj)(from_plain(v, f'{where}[{i}]') for i, v in enumerate(obj))
+    return obj
+
+
+# ---------------------------------------------------------------------------------------
 # Loading
 
 
@@ -212,15 +333,16 @@ def _weights_only_reason(err: BaseException) -> str:
     return ' '.join(parts) or str(err).strip()
 
 
-#: ``torch.serialization.safe_globals`` (torch >= 2.5): globals allowed for one load.
-_CAN_EXTEND_ALLOW_LIST = hasattr(torch.serialization, 'safe_globals')
+#: Whether this torch has ``torch.serialization.safe_globals`` (2.5+): globals allowed for one
+#: load. Without it, checkpoints with pickled Runner state (not in the plain form) are refused.
+CAN_EXTEND_ALLOW_LIST = hasattr(torch.serialization, 'safe_globals')
 
 
 def _load_weights_only(f: Any, map_location: Any) -> Any:
     """``torch.load(weights_only=True)``, with :func:`checkpoint_globals` allowed where torch
     can allow globals for one call; older torch loads with its own allow-list alone (tensors,
     containers and builtin types: model weights, not Runner state)."""
-    if not _CAN_EXTEND_ALLOW_LIST:
+    if not CAN_EXTEND_ALLOW_LIST:
         return torch.load(f, map_location=map_location, weights_only=True)
     with torch.serialization.safe_globals(checkpoint_globals()):
         return torch.load(f, map_location=map_location, weights_only=True)
@@ -238,7 +360,7 @@ def safe_load(f: Any, map_location: Any = None) -> Any:
         f = osp.expanduser(os.fspath(f))
         check_file(f)
     try:
-        return _load_weights_only(f, map_location)
+        return from_plain(_load_weights_only(f, map_location), where)
     except UnsafeCheckpointError as err:
         raise UnsafeCheckpointError(f'{where}: refused: {err}') from None
     except pickle.UnpicklingError as err:
@@ -246,12 +368,13 @@ def safe_load(f: Any, map_location: Any = None) -> Any:
         if 'truncated' in reason or 'EOF' in reason:
             raise CheckpointError(f'{where}: incomplete or damaged checkpoint: {reason}') \
                 from None
-        if not _CAN_EXTEND_ALLOW_LIST:
+        if not CAN_EXTEND_ALLOW_LIST:
             raise UnsafeCheckpointError(
                 f'{where}: refused: {reason} (torch {torch.__version__} loads tensors and '
                 'containers only: its weights-only allow-list cannot be extended for one load, '
-                'which reading the numpy arrays and logged state of an mmengine Runner '
-                'checkpoint needs; torch >= 2.5 reads those)') from None
+                'which reading the pickled numpy arrays and logged state of an mmengine Runner '
+                "checkpoint needs; torch >= 2.5 reads those, and dat_mm's SafeCheckpointHook "
+                'saves checkpoints that any torch reads)') from None
         raise UnsafeCheckpointError(
             f'{where}: refused: {reason} (dat_mm loads tensors, containers, numpy arrays and '
             'mmengine Runner state only)') from None

@@ -20,6 +20,15 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope='module', autouse=True)
+def _mmengine_loader_restored():
+    """tools/train.py installs dat_mm's loader for the process; give mmengine's back after."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+    previous = CheckpointLoader._schemes['']
+    yield
+    CheckpointLoader.register_scheme(prefixes='', loader=previous, force=True)
+
+
 def _library_tool(lib: str, rel: str) -> Path:
     spec = importlib.util.find_spec(lib)
     return Path(spec.origin).parent / '.mim' / 'tools' / rel
@@ -106,30 +115,30 @@ def test_mmdet_analyze_logs(det):
 
 
 def _published(ckpt: Path) -> Path:
-    """tools/model_converters/publish_model.py: the weights of a Runner checkpoint in a file
-    that plain torch.load (weights_only) reads, as tools outside dat_mm load them."""
+    """tools/model_converters/publish_model.py: the weights of a Runner checkpoint alone, in a
+    file that plain torch.load (weights_only) reads."""
     import torch
     out = ckpt.with_name(ckpt.stem + '_weights.pth')
     proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'model_converters' /
                                                'publish_model.py'), str(ckpt), str(out)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    with pytest.raises(Exception):
-        torch.load(ckpt, weights_only=True)  # the Runner checkpoint itself: refused
     assert set(torch.load(out, weights_only=True)) == {'state_dict', 'meta'}
     return out
 
 
-def test_publish_model_gives_weights_any_loader_reads(det):
-    """mmdet's benchmark.py (and torch < 2.5) load checkpoints with plain torch.load: the
-    published weights load there, into the config's model, strictly."""
+def test_plain_mmengine_loading_reads_dat_mm_checkpoints(det):
+    """Outside a Runner, scripts load with mmengine's load_checkpoint (plain torch.load,
+    weights_only by default): a Runner checkpoint of dat_mm's and its published weights both
+    load into the config's model, strictly."""
     from mmengine.config import Config
-    from mmengine.runner.checkpoint import load_checkpoint
+    from mmengine.runner.checkpoint import load_from_local  # mmengine's own: plain torch.load
 
     from dat_mm.apis import build_model_from_config
     _, config, ckpt, _ = det
     model = build_model_from_config(Config.fromfile(str(config)))
-    load_checkpoint(model, str(_published(ckpt)), map_location='cpu', strict=True)
+    for weights in (ckpt, _published(ckpt)):
+        model.load_state_dict(load_from_local(str(weights), 'cpu')['state_dict'], strict=True)
 
 
 def test_mmdet_benchmark_data_pipeline(det):
@@ -159,10 +168,10 @@ def test_mmseg_analyze_logs(seg):
 
 def test_mmseg_benchmark(seg):
     tmp, config, ckpt, _ = seg
-    out = run_tool('mmseg', 'analysis_tools/benchmark.py', config, _published(ckpt),
-                   '--log-interval', 1,
-                   '--work-dir', tmp / 'bench', cwd=tmp)
-    assert 'fps' in out.lower()
+    for weights in (ckpt, _published(ckpt)):  # a Runner checkpoint of dat_mm's, weights
+        out = run_tool('mmseg', 'analysis_tools/benchmark.py', config, weights,
+                       '--log-interval', 1, '--work-dir', tmp / 'bench', cwd=tmp)
+        assert 'fps' in out.lower()
 
 
 # -- mmpretrain --------------------------------------------------------------------------------

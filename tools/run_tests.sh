@@ -4,7 +4,7 @@
 #   1. tests/env: environment checks (the pinned stack, mmcv's compiled ops, the metrics), so
 #      a broken environment is reported as such before any dat_mm test;
 #   2. the model code's tests (COMPAT_TESTS below: backbone, attention paths, converter,
-#      published-weight loading) in the compatibility environment, the oldest torch and
+#      published-weight loading, checkpoint safety) in the compatibility environment, the oldest torch and
 #      mmengine setup.py declares (tools/install/setup_compat_env.sh; DAT_MM_COMPAT_TESTS=0
 #      skips this run);
 #   3. the dat_mm test suite in the project environment (testpaths in pyproject.toml, slow
@@ -22,7 +22,7 @@ COMPAT_TESTS=(tests/test_backbone.py tests/test_backbone_inputs.py
               tests/test_attention_choice.py tests/test_fused_layers.py
               tests/test_device_clean.py tests/test_converter.py
               tests/test_position_tables.py tests/test_published_loading.py
-              tests/test_package_graph.py)
+              tests/test_checkpoint_safety.py tests/test_package_graph.py)
 bash "$root/tools/install/setup_env.sh"
 if [ "${DAT_MM_COMPAT_TESTS:-1}" != 0 ]; then
     DAT_MM_VENV=$venv DAT_MM_COMPAT_VENV=$compat bash "$root/tools/install/setup_compat_env.sh"

@@ -42,7 +42,8 @@ from mmengine.registry import HOOKS
 from mmengine.runner import BaseLoop, IterBasedTrainLoop
 
 from ..checkpoint import (CheckpointError, atomic_write_text, check_file, commit_temporary,
-                          is_complete_checkpoint, temporary_name, use_safe_loader)
+                          from_plain, is_complete_checkpoint, temporary_name, to_plain,
+                          use_safe_loader)
 from ..converters import (convert_published_checkpoint, is_published_checkpoint,
                           state_dict_problems)
 
@@ -182,6 +183,8 @@ class SafeCheckpointHook(CheckpointHook):
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         """Convert the authors' published checkpoints in place; refuse a checkpoint that does
         not fit the model, before anything runs; keep its RNG state when resuming."""
+        for key in list(checkpoint):  # loaded by another loader than dat_mm's: still plain
+            checkpoint[key] = from_plain(checkpoint[key], f'checkpoint[{key!r}]')
         model = runner.model
         while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
             # DDP and/or tools/test.py --tta: the checkpoint is the wrapped model's, as
@@ -253,6 +256,12 @@ class SafeCheckpointHook(CheckpointHook):
             checkpoint['rng_state'] = self._rng_to_save
         elif get_world_size() == 1:
             checkpoint['rng_state'] = [rng_state()]
+        # numpy state, logged scalars and scheduler counters as tensors and builtin values,
+        # which torch's weights-only unpickler reads without any allowed global (docs/
+        # reliability.md); dat_mm's loader turns them back (dat_mm.checkpoint.from_plain)
+        for key in list(checkpoint):
+            if key != 'state_dict':
+                checkpoint[key] = to_plain(checkpoint[key])
 
     # ------------------------------------------------------------------ saving
     def _is_own_temporary(self, name: str) -> bool:

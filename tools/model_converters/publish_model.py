@@ -2,14 +2,16 @@
 
     python tools/model_converters/publish_model.py IN.pth OUT.pth
 
-A checkpoint that MMEngine's Runner saves holds, besides the weights, the optimiser state and
-the message hub's logged state (mmengine HistoryBuffer objects and numpy arrays). dat_mm reads
-it safely (dat_mm.checkpoint.safe_load), but plain ``torch.load`` with torch's default
-``weights_only=True`` (torch >= 2.6), which tools outside dat_mm use (mmdet's
-analysis_tools/benchmark.py, torch < 2.5 everywhere), refuses it. OUT keeps the weights
-(``state_dict``) and a ``meta`` of plain values (epoch, iteration, the dataset's classes and
-palette, the source file and its SHA-256), is written atomically, and is checked to load with
-``torch.load(weights_only=True)`` and nothing else before the command reports success.
+A checkpoint that MMEngine's Runner saves holds, besides the weights, the optimiser and
+scheduler state and the message hub's logged state. The Runner checkpoints dat_mm saves keep
+all of it as tensors and builtin values, which any ``torch.load(weights_only=True)`` reads;
+one saved without dat_mm's SafeCheckpointHook pickles mmengine HistoryBuffer objects and
+numpy arrays, which plain ``torch.load`` refuses since torch 2.6 (and torch < 2.5 always).
+dat_mm reads both (dat_mm.checkpoint.safe_load). OUT keeps the weights (``state_dict``) and a
+``meta`` of plain values (epoch, iteration, the dataset's classes and palette, the source
+file and its SHA-256): smaller, and readable by any tool. It is written atomically and checked
+to load with ``torch.load(weights_only=True)`` and nothing else before the command reports
+success.
 """
 import argparse
 import hashlib
