@@ -326,8 +326,11 @@ def test_torch_that_cannot_extend_its_allow_list_says_so(trained, tmp_path, monk
 def test_publish_model_writes_weights_plain_torch_load_reads(trained, hostile_files, tmp_path):
     tool = ROOT / 'tools' / 'model_converters' / 'publish_model.py'
     out = tmp_path / 'weights.pth'
+    # dat_mm from this checkout, installed or not (the compatibility environment has not)
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(
+        [str(ROOT)] + [p for p in [os.environ.get('PYTHONPATH')] if p])}
     proc = subprocess.run([sys.executable, str(tool), str(trained[0] / 'iter_4.pth'), str(out)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     loaded = torch.load(out, weights_only=True)  # torch's default allow-list, nothing added
     assert all(torch.equal(loaded['state_dict'][k], v) for k, v in trained[1].items())
@@ -335,7 +338,8 @@ def test_publish_model_writes_weights_plain_torch_load_reads(trained, hostile_fi
     _, files = hostile_files
     for kind in ('os_system', 'torchscript'):
         proc = subprocess.run([sys.executable, str(tool), str(files[kind]),
-                               str(tmp_path / f'{kind}.pth')], capture_output=True, text=True)
+                               str(tmp_path / f'{kind}.pth')],
+                              capture_output=True, text=True, env=env)
         assert proc.returncode == 1 and str(files[kind]) in proc.stderr and 'refused' in proc.stderr
         assert not (tmp_path / f'{kind}.pth').exists()
 
