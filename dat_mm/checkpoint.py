@@ -58,6 +58,7 @@ import os.path as osp
 import pickle
 import zipfile
 from contextlib import contextmanager
+from math import prod
 from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import torch
@@ -101,6 +102,11 @@ def _guarded_getattr(obj: Any, name: Any, *default: Any) -> Any:
         f'a checkpoint may only name HistoryBuffer.{{{",".join(HISTORY_BUFFER_STATISTICS)}}}')
 
 
+def _valid_max_length(value: Any) -> bool:
+    """A HistoryBuffer ``max_length``: a positive int (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def _checked_history_buffer_class():
     """A HistoryBuffer subclass whose ``__setstate__`` validates and then becomes the real
     class (``type(buffer) is HistoryBuffer`` afterwards)."""
@@ -126,8 +132,7 @@ def _checked_history_buffer_class():
                     'HistoryBuffer state carries statistics methods other than its own '
                     f'{HISTORY_BUFFER_STATISTICS} under their own names')
             max_length = state['max_length']
-            if isinstance(max_length, bool) or not isinstance(max_length, int) \
-                    or max_length < 1:
+            if not _valid_max_length(max_length):
                 raise UnsafeCheckpointError(f'HistoryBuffer max_length {max_length!r}')
             logs, counts = state['_log_history'], state['_count_history']
             for arr in (logs, counts):
@@ -215,6 +220,17 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
+def _numeric_dtype(text: Any):
+    """The numpy dtype ``text`` names if it is a numeric one (:data:`_NUMERIC_KINDS`), else
+    None."""
+    import numpy as np
+    try:
+        dtype = np.dtype(text) if isinstance(text, str) else None
+    except TypeError:
+        return None
+    return dtype if dtype is not None and dtype.kind in _NUMERIC_KINDS else None
+
+
 def _plain_array(node: Any, where: str):
     import numpy as np
     if not (isinstance(node, dict) and node.get(PLAIN_TAG) == 'ndarray'
@@ -224,18 +240,12 @@ def _plain_array(node: Any, where: str):
             and isinstance(node['shape'], list)
             and all(type(n) is int and n >= 0 for n in node['shape'])):
         raise UnsafeCheckpointError(f'{where}: not a plain array')
-    try:
-        dtype = np.dtype(node['dtype'])
-    except TypeError:
-        dtype = None
-    if dtype is None or dtype.kind not in _NUMERIC_KINDS:
+    dtype = _numeric_dtype(node['dtype'])
+    if dtype is None:
         raise UnsafeCheckpointError(f'{where}: plain array of dtype {node["dtype"]!r} (numeric '
                                     'dtypes only)')
     shape = tuple(node['shape'])
-    count = 1
-    for n in shape:
-        count *= n
-    if count * dtype.itemsize != node['data'].numel():
+    if prod(shape) * dtype.itemsize != node['data'].numel():
         raise UnsafeCheckpointError(f'{where}: plain array of shape {shape} and dtype {dtype} '
                                     f'with {node["data"].numel()} bytes')
     return np.frombuffer(node['data'].cpu().numpy().tobytes(), dtype=dtype).reshape(shape)
@@ -246,8 +256,6 @@ def from_plain(obj: Any, where: str = 'checkpoint') -> Any:
     non-numeric dtype or an inconsistent HistoryBuffer is an :class:`UnsafeCheckpointError`.
     Objects that are not tagged dicts pass through, so old checkpoints are unchanged."""
     import collections
-
-    import numpy as np
     if type(obj) in (dict, collections.OrderedDict):
         tag = obj.get(PLAIN_TAG)
         if tag is None:
@@ -255,13 +263,8 @@ def from_plain(obj: Any, where: str = 'checkpoint') -> Any:
         if tag == 'ndarray':
             return _plain_array(obj, where)
         if tag == 'scalar' and set(obj) == {PLAIN_TAG, 'dtype', 'value'}:
-            value = obj['value']
-            try:
-                dtype = np.dtype(obj['dtype']) if isinstance(obj['dtype'], str) else None
-            except TypeError:
-                dtype = None
-            if isinstance(value, (bool, int, float, complex)) and dtype is not None \
-                    and dtype.kind in _NUMERIC_KINDS:
+            value, dtype = obj['value'], _numeric_dtype(obj['dtype'])
+            if isinstance(value, (bool, int, float, complex)) and dtype is not None:
                 return dtype.type(value)
         elif tag == 'Counter' and set(obj) == {PLAIN_TAG, 'items'} and isinstance(
                 obj['items'], list) and all(isinstance(i, list) and len(i) == 2
@@ -271,8 +274,7 @@ def from_plain(obj: Any, where: str = 'checkpoint') -> Any:
             logs = _plain_array(obj['log'], f'{where}.log')
             counts = _plain_array(obj['count'], f'{where}.count')
             max_length = obj['max_length']
-            if (isinstance(max_length, int) and not isinstance(max_length, bool)
-                    and max_length > 0 and logs.ndim == counts.ndim == 1
+            if (_valid_max_length(max_length) and logs.ndim == counts.ndim == 1
                     and len(logs) == len(counts) <= max_length):
                 return _history_buffer_class()(logs, counts, max_length)
         raise UnsafeCheckpointError(f'{where}: malformed plain {tag!r} entry')

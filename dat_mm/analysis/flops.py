@@ -84,14 +84,10 @@ def _grid_sample_flops(x_shape, grid_shape, mode=0, *args, out_shape=None, **kwa
     return 2 * GRID_SAMPLE_FLOPS_PER_OUTPUT.get(int(mode), 4) * prod(out_shape)
 
 
-def _sdpa_products(q_shape, k_shape, v_shape) -> int:
+def _sdpa_flops(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
     """Both attention products of ``softmax(q k^T) v`` and the softmax, in torch's unit."""
     lead, L, S = prod(q_shape[:-2]), q_shape[-2], k_shape[-2]
     return 2 * lead * L * S * (q_shape[-1] + v_shape[-1]) + _softmax_flops((lead, L, S))
-
-
-def _sdpa_flops(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
-    return _sdpa_products(q_shape, k_shape, v_shape)
 
 
 def _custom_rules() -> Dict:
@@ -398,7 +394,7 @@ class _BoxCounter:
         return [f'{name}: {", ".join(map(str, n))} boxes' for name, n in self.seen.items()]
 
 
-def _detector_pass(cfg, model: nn.Module, h: int, w: int):
+def _detector_pass(model: nn.Module, h: int, w: int):
     """``forward(model, x)`` running mmdet's ``predict`` on one image of ``h x w``, with the
     box score threshold at 0 so that the heads see the recipe's full box numbers."""
     from mmdet.structures import DetDataSample
@@ -437,7 +433,7 @@ def count_config(config, shape: Optional[Sequence[int]] = None, device: str = No
     if backbone_only:
         return count_model(model, (1, 3, h, w), device=device or 'meta', model_name=name)
     if scope == 'mmdet':
-        forward = _detector_pass(cfg, model, h, w)
+        forward = _detector_pass(model, h, w)
         boxes = _BoxCounter(model)
         generator = torch.Generator().manual_seed(0)
         x = torch.randn(1, 3, h, w, generator=generator) * 50 + 110
