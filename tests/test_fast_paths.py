@@ -350,13 +350,29 @@ def test_dmha_chunked_detection_like_stage3_float32():
     _assert_all_close(got, exp, RTOL32, DM_NAMES)
 
 
-def test_dmha_chunked_no_grad_equals_grad_path():
-    inputs = _dmha_inputs(2, 4, 2, 9, 13, 3, 5, 8, (7, 7), torch.float32)
-    q, k, v, pos, qc, rpe, scale = inputs
+@pytest.mark.parametrize('dtype,tol', [(torch.float64, 1e-12), (torch.float32, RTOL32)])
+@pytest.mark.parametrize('bias_method', ['grid', 'separable'])
+@pytest.mark.parametrize('case', DM_CASES[:3])
+def test_dmha_chunked_no_grad_fused_equals_reference(case, bias_method, dtype, tol,
+                                                      monkeypatch):
+    """Without autograd the chunks go through ATen's fused CPU attention kernel with the bias
+    as its additive mask: the reference's output, with either bias, at odd sizes; the
+    autograd path (probabilities kept for the backward pass at these sizes) agrees too."""
+    flash = dmha_chunked_mod._FLASH_CPU
+    if flash is None:
+        pytest.skip('this torch has no fused CPU attention kernel')
+    calls = []
+    monkeypatch.setattr(dmha_chunked_mod, '_FLASH_CPU',
+                        lambda *a, **kw: calls.append(1) or flash(*a, **kw))
+    q, k, v, pos, qc, rpe, scale = _dmha_inputs(*case, dtype)
     with torch.no_grad():
-        a = dmha_chunked(q, k, v, pos, qc, rpe, scale, chunk=10)
-    b = dmha_chunked(q, k, v, pos, qc, rpe, scale, chunk=10)
-    assert torch.equal(a, b.detach())
+        fused = dmha_chunked(q, k, v, pos, qc, rpe, scale, chunk=10, bias_method=bias_method)
+        exp = dmha_reference(q, k, v, pos, qc, rpe, scale)
+    assert calls, 'the fused kernel was not used'
+    n = len(calls)
+    grad_path = dmha_chunked(q, k, v, pos, qc, rpe, scale, chunk=10, bias_method=bias_method)
+    assert len(calls) == n  # small call: probabilities kept, no fused kernel
+    _assert_all_close([fused, fused], [exp, grad_path.detach()], tol, ['reference', 'autograd'])
 
 
 def test_dmha_chunked_rejects_double_backward():

@@ -16,7 +16,10 @@ This path processes ``M`` in chunks of queries so that only chunk-sized temporar
   coordinates). ATen's CPU ``grid_sample`` uses one thread per batch entry: with fewer offset
   groups than threads the rows are split over more entries;
 * logits, softmax and the weighted sum follow per chunk, in ``(heads, B)`` batch order so that
-  the bias needs no permute; one ``baddbmm`` adds ``scale * q k^T`` into the bias in place;
+  the bias needs no permute; one ``baddbmm`` adds ``scale * q k^T`` into the bias in place.
+  Where the forward pass keeps no probabilities (inference, and training calls too large to
+  keep them) and the inputs are float32/float64 on CPU, ATen's fused attention kernel
+  (torch >= 2.2) takes the chunk's bias as its additive mask and does all three in cache;
 * the backward pass is a custom ``autograd.Function``: it recomputes each chunk's
   probabilities (unless they were small enough to keep, see :data:`SAVE_PROBS_BYTES`) and
   applies the softmax-attention gradient formulas, then the bias's own backward for the
@@ -43,6 +46,9 @@ CHUNK_ELEMS = 1 << 21
 SAVE_PROBS_BYTES = 32 << 20
 
 _HALF = (torch.float16, torch.bfloat16)
+#: ATen's fused CPU attention (torch >= 2.2): logits, bias, softmax and the weighted sum in
+#: one pass over query x key tiles that stay in cache; returns the output and log-sum-exp.
+_FLASH_CPU = getattr(torch.ops.aten, '_scaled_dot_product_flash_attention_for_cpu', None)
 
 
 def _chunk_rows(B: int, nh: int, M: int, Ns: int, chunk: Optional[int], multiple: int = 1
@@ -215,6 +221,20 @@ class _Plan:
             logits = torch.matmul(q, self.k.transpose(-1, -2)).to(self.acc).mul_(self.scale)
         return torch.softmax(logits, dim=-1), saved
 
+    def fused(self) -> bool:
+        """Whether :meth:`attend` can compute the chunks: the CPU's fused attention kernel,
+        float32/float64 inputs (half inputs keep the float32 softmax of :meth:`probs`)."""
+        return (_FLASH_CPU is not None and self.q.device.type == 'cpu'
+                and self.dt == self.acc and self.dt in (torch.float32, torch.float64))
+
+    def attend(self, m0, m1):
+        """``softmax(scale q k^T + bias) v`` of queries ``m0:m1`` ``(h, B, Mc, c)`` through
+        the fused kernel: the bias is its additive mask, so the logits and probabilities are
+        never written out."""
+        bias = self.bias_chunk(m0, m1)[0] if self.use_bias else None
+        return _FLASH_CPU(self.q[:, :, m0:m1], self.k, self.v, attn_mask=bias,
+                          scale=self.scale)[0]
+
 
 def _forward(plan: _Plan, keep_probs: bool):
     B, nh, M, c = plan.B, plan.nh, plan.M, plan.c
@@ -226,7 +246,11 @@ def _forward(plan: _Plan, keep_probs: bool):
         out = torch.empty(B, nh, c, M, dtype=plan.dt, device=plan.q.device).transpose(-1, -2)
     out_hb = out.transpose(0, 1)
     kept = []
+    fused = not keep_probs and plan.fused()
     for m0, m1 in plan.chunks():
+        if fused:
+            out_hb[:, :, m0:m1] = plan.attend(m0, m1)
+            continue
         p, saved = plan.probs(m0, m1)
         out_hb[:, :, m0:m1] = torch.matmul(p.to(plan.dt), plan.v)
         if keep_probs:
