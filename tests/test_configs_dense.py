@@ -390,6 +390,31 @@ def test_backbone_norm_decay_mult():
         _weight_decays(dict(backbone_norm_decay_mult=0.0), nn.Sequential(nn.LayerNorm(4)))
 
 
+def test_backbone_norm_decay_mult_with_a_backbone_lr_key():
+    """A custom key that sets no decay_mult ('backbone': lr x0.1, as the DINO and Mask2Former
+    recipes) keeps its lr, and the backbone's norm layers still get backbone_norm_decay_mult;
+    a longer key that states a decay_mult decides for the parameters it matches."""
+    from mmengine.optim import build_optim_wrapper
+    model = _Detector()
+    optim = build_optim_wrapper(model, dict(
+        constructor='DATOptimWrapperConstructor',
+        optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.1),
+        paramwise_cfg=dict(backbone_norm_decay_mult=0.0, norm_decay_mult=0.5, custom_keys={
+            'backbone': dict(lr_mult=0.1), 'backbone.2.bias': dict(lr_mult=0.1, decay_mult=3.0),
+            'rpe_table': dict(lr_mult=0.1, decay_mult=0.0)})))
+    got = {name: (round(g['lr'], 12), round(g['weight_decay'], 12))
+           for name, p in model.named_parameters()
+           for g in optim.optimizer.param_groups if g['params'][0] is p}
+    assert got == ({
+        'backbone.0.weight': (1e-4, 0.1), 'backbone.0.bias': (1e-4, 0.1),
+        'backbone.1.weight': (1e-4, 0.0), 'backbone.1.bias': (1e-4, 0.0),
+        'backbone.2.weight': (1e-4, 0.0), 'backbone.2.bias': (1e-4, 0.3),
+        'backbone.rpe_table': (1e-4, 0.0),
+        'head.0.weight': (1e-3, 0.1), 'head.0.bias': (1e-3, 0.1),
+        'head.1.weight': (1e-3, 0.05), 'head.1.bias': (1e-3, 0.05),
+        'head.2.weight': (1e-3, 0.05), 'head.2.bias': (1e-3, 0.05)})
+
+
 # ---- the published RetinaNet checkpoints -------------------------------------------------
 def test_published_retinanet_checkpoint_loads_strictly():
     """The authors' RetinaNet backbone has out_indices=(1, 2, 3): norms 1-3 only, no

@@ -5,9 +5,14 @@
 normalisation layers inside ``model.backbone`` (the layer types of mmengine's
 ``norm_decay_mult``: BatchNorm, InstanceNorm, GroupNorm, LayerNorm), selected by module type,
 not by name. It is ``norm_decay_mult`` restricted to the backbone: the necks' and heads'
-normalisation layers keep the other rules. Like every rule of mmengine's constructor it yields
-to ``custom_keys``: a parameter whose name contains one of them takes the key's settings; for
-backbone normalisation layers it takes the place of ``norm_decay_mult``.
+normalisation layers keep the other rules. For backbone normalisation layers it takes the place
+of ``norm_decay_mult``. A parameter whose name contains one of the ``custom_keys`` takes that
+key's settings (mmengine applies the longest matching key); if that key states a
+``decay_mult``, it decides the weight decay, as it would in mmengine's constructor; if it does
+not (e.g. ``'backbone': dict(lr_mult=0.1)``, a lower learning rate for the whole backbone), the
+key's learning rate stands and ``backbone_norm_decay_mult`` still sets the decay. So a config
+can lower the backbone's learning rate with one key and keep its normalisation layers free of
+weight decay without naming each of them (the DINO and Mask2Former configs do).
 
 The DAT-Segmentation recipes need it: the authors exempted every backbone LayerNorm from
 weight decay (their key ``'norm'``, which all their LayerNorm wrappers carry in the name) but
@@ -56,13 +61,18 @@ class DATOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             raise ValueError('backbone_norm_decay_mult needs a model with a `backbone` '
                              f'module; {type(module).__name__} has none')
         custom_keys = self.paramwise_cfg.get('custom_keys', {})
+        # mmengine's order: the longest key first (ties alphabetical); the first match applies
+        keys = sorted(sorted(custom_keys), key=len, reverse=True)
         names = {id(p): f'backbone.{layer}.{name}' if layer else f'backbone.{name}'
                  for layer, m in backbone.named_modules() if isinstance(m, NORM_LAYERS)
                  for name, p in m.named_parameters(recurse=False)}
         for group in params:
             (param, ) = group['params']  # mmengine's groups hold one parameter each
             name = names.get(id(param))
-            if name is None or any(key in name for key in custom_keys):
+            if name is None:
+                continue
+            key = next((k for k in keys if k in name), None)
+            if key is not None and 'decay_mult' in custom_keys[key]:
                 continue
             group['weight_decay'] = self.base_wd * mult
             print_log(f'paramwise_options -- {name}:weight_decay={group["weight_decay"]} '
