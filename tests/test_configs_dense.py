@@ -53,6 +53,7 @@ def test_the_dense_configs_exist():
     expected |= {f'mmseg/{k}_dat_{s}_pp.py' for k in ('upernet', 'fpn') for s in 'tsb'}
     expected |= {'quickstart/cascade_dat_s_pp_synthetic.py',
                  'quickstart/upernet_dat_t_pp_synthetic.py'}
+    expected |= set(HEADS)  # the heads without a published DAT++ model
     assert expected <= names, sorted(expected - names)
 
 
@@ -60,9 +61,12 @@ def test_the_dense_configs_exist():
 def test_config_loads_and_builds_offline(path):
     cfg = Config.fromfile(str(path))
     assert cfg.default_scope in ('mmdet', 'mmseg', 'mmpretrain')
-    # mmdet configs also register the checked COCO dataset / metric (tests/test_coco_checks.py)
+    # mmdet configs also register the checked COCO dataset / metric (tests/test_coco_checks.py);
+    # mmseg's Mask2Former recipe imports mmdet's models (its pixel decoder, losses, assigner)
     imports = ['dat_mm'] + (['dat_mm.datasets.coco_checks'] if cfg.default_scope == 'mmdet'
                             else [])
+    if cfg.default_scope == 'mmseg' and cfg.model.decode_head.type == 'Mask2FormerHead':
+        imports.append('mmdet.models')
     assert cfg.custom_imports == dict(imports=imports, allow_failed_imports=False)
     remote = [s for s in _strings(cfg.to_dict()) if '://' in s]
     assert not remote, f'remote resources in an offline config: {remote}'
@@ -71,12 +75,16 @@ def test_config_loads_and_builds_offline(path):
     backbone = cfg.model.backbone
     if cfg.default_scope == 'mmpretrain':
         return
-    # the neck / decode head reads what the backbone returns
+    # what reads the backbone's maps takes their channels: the neck (FPN, DINO's
+    # ChannelMapper), else mmdet's Mask2Former pixel decoder (panoptic_head.in_channels) or the
+    # segmentor's decode head; UperNet's auxiliary FCN head reads stage 2
     outs = model.backbone.out_channels
-    if 'neck' in cfg.model:
-        assert list(cfg.model.neck.in_channels) == outs
-    else:
-        assert list(cfg.model.decode_head.in_channels) == outs
+    reader = next(cfg.model[k] for k in ('neck', 'panoptic_head', 'decode_head')
+                  if k in cfg.model)
+    assert list(reader.in_channels) == outs
+    upernet = cfg.model.get('decode_head', {}).get('type') == 'UPerHead'
+    assert ('auxiliary_head' in cfg.model) == upernet
+    if upernet:
         assert cfg.model.auxiliary_head.in_channels == DIMS[backbone.arch][2]
     assert list(outs) == [DIMS[backbone.arch][i] for i in backbone.out_indices]
     init = backbone.get('init_cfg')
@@ -246,6 +254,165 @@ def test_segmentation_recipe_is_the_published_one(name):
     assert ow.constructor == 'DATOptimWrapperConstructor'
     assert ow.paramwise_cfg == dict(backbone_norm_decay_mult=0.0, custom_keys={
         key: dict(decay_mult=0.0) for key in ('rpe_table', 'relative_position_bias_table')})
+
+
+# ---- heads without a published DAT++ model ---------------------------------------------------
+# file: (arch, drop_path, library, the library config whose recipe it follows: mmdet's / mmseg's
+# Swin-T / Swin-S config for the head, or for DINO, which mmdet has with ResNet-50 and Swin-L
+# only, the R50 4-scale one of the same schedule)
+HEADS = {
+    'mmdet/dino_4scale_dat_t_pp_12e.py': ('tiny++', 0.0, 'mmdet',
+                                          'dino/dino-4scale_r50_8xb2-12e_coco.py'),
+    'mmdet/dino_4scale_dat_t_pp_24e.py': ('tiny++', 0.1, 'mmdet',
+                                          'dino/dino-4scale_r50_8xb2-24e_coco.py'),
+    'mmdet/dino_4scale_dat_s_pp_12e.py': ('small++', 0.1, 'mmdet',
+                                          'dino/dino-4scale_r50_8xb2-12e_coco.py'),
+    'mmdet/dino_4scale_dat_s_pp_24e.py': ('small++', 0.3, 'mmdet',
+                                          'dino/dino-4scale_r50_8xb2-24e_coco.py'),
+    'mmdet/mask2former_dat_t_pp.py': (
+        'tiny++', 0.3, 'mmdet', 'mask2former/mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco.py'),
+    'mmdet/mask2former_dat_s_pp.py': (
+        'small++', 0.5, 'mmdet', 'mask2former/mask2former_swin-s-p4-w7-224_8xb2-lsj-50e_coco.py'),
+    'mmseg/mask2former_dat_t_pp.py': (
+        'tiny++', 0.3, 'mmseg', 'mask2former/mask2former_swin-t_8xb2-160k_ade20k-512x512.py'),
+    'mmseg/mask2former_dat_s_pp.py': (
+        'small++', 0.5, 'mmseg', 'mask2former/mask2former_swin-s_8xb2-160k_ade20k-512x512.py'),
+}
+
+
+def _library_config(library, name):
+    """A config the installed mmdet / mmseg carries (its ``.mim/configs``)."""
+    package = importlib.import_module(library)
+    return Config.fromfile(str(Path(package.__file__).parent / '.mim' / 'configs' / name))
+
+
+def _plain(node):
+    """Dicts, lists and values of a config, without the ``_scope_`` marks that inheriting a
+    ``mmdet::`` / ``mmseg::`` base adds."""
+    if isinstance(node, dict):
+        return {k: _plain(v) for k, v in node.items() if k != '_scope_'}
+    if isinstance(node, (list, tuple)):
+        return type(node)(_plain(v) for v in node)
+    return node
+
+
+def _recipe_part(cfg):
+    """The config without what a DAT++ config replaces in a library recipe: the backbone and
+    the channels read from it, the weights path and the Swin configs' helper variables, the
+    imports, the parameter-wise optimiser rules, the checkpoint hook's type, the dataset and
+    metric types and the test-time augmentation (each checked on its own)."""
+    d = _plain(cfg.to_dict())
+    for key in ('pretrained', 'depths', 'backbone_norm_multi', 'backbone_embed_multi',
+                'embed_multi', 'custom_keys', 'custom_imports', 'img_scale', 'tta_pipeline'):
+        d.pop(key, None)
+    model = d['model']
+    del model['backbone']
+    del next(model[k] for k in ('neck', 'panoptic_head', 'decode_head') if k in model)[
+        'in_channels']
+    del d['optim_wrapper']['paramwise_cfg']
+    d['optim_wrapper'].pop('constructor', None)
+    del d['default_hooks']['checkpoint']['type']
+    for key in LOADERS:
+        del d[key]['dataset']['type']
+    for key in ('val_evaluator', 'test_evaluator'):
+        del d[key]['type']
+    return d
+
+
+LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+
+
+@pytest.mark.parametrize('name', sorted(HEADS))
+def test_head_config_is_the_library_recipe_with_a_dat_backbone(name):
+    """Everything but the backbone is the library's recipe for the head (model, data, schedule,
+    optimiser, hooks); the backbone and the rules that concern it are stated here."""
+    arch, drop_path, library, recipe = HEADS[name]
+    cfg = Config.fromfile(str(ROOT / 'configs' / name))
+    ref = _library_config(library, recipe)
+    assert _recipe_part(cfg) == _recipe_part(ref)
+
+    bb = cfg.model.backbone
+    dino = cfg.model.type == 'DINO'
+    # DINO-4scale: C3..C5 (the stages the R50 4-scale model uses), the 4th level from the
+    # ChannelMapper; Mask2Former: all four stages into the pixel decoder
+    out_indices = (1, 2, 3) if dino else (0, 1, 2, 3)
+    assert (bb.type, bb.arch, bb.drop_path_rate, bb.with_cp, bb.out_indices) == (
+        'DAT', arch, drop_path, True, out_indices)
+    assert bb.init_cfg == dict(type='Pretrained', checkpoint=cfg.pretrained)
+    assert cfg.pretrained == f'checkpoints/dat_{arch[0]}_pp_in1k_backbone.pth'
+    if dino:
+        levels = cfg.model.get('num_feature_levels', 4)  # DeformableDETR's default
+        assert levels == cfg.model.neck.num_outs == len(out_indices) + 1 == 4
+        assert cfg.model.encoder.layer_cfg.self_attn_cfg.num_levels == levels
+        assert cfg.model.decoder.layer_cfg.cross_attn_cfg.num_levels == levels
+
+    assert cfg.default_hooks.checkpoint.type == 'SafeCheckpointHook'
+    if cfg.default_scope == 'mmdet':
+        assert all(cfg[k].dataset.type == 'CheckedCocoDataset' for k in LOADERS)
+        assert cfg.val_evaluator.type == cfg.test_evaluator.type == 'CheckedCocoMetric'
+    else:
+        assert all(cfg[k].dataset.type == ref[k].dataset.type == 'ADE20KDataset'
+                   for k in LOADERS)
+        assert cfg.val_evaluator.type == cfg.test_evaluator.type == 'IoUMetric'
+        # --tta: the multi-scale + flip test of every ADE20K config here
+        aug_test = Config.fromfile(str(ROOT / 'configs/mmseg/_base_/ade20k_aug_test.py'))
+        assert _plain(cfg.tta_pipeline) == _plain(aug_test.tta_pipeline)
+        assert cfg.tta_model.type == 'SegTTAModel'
+
+    # the recipe's rules for the head; its backbone lr (x0.1) for the whole backbone, whose
+    # LayerNorms and position tables get no weight decay (`rpb` is decayed)
+    ow, ref_pw = cfg.optim_wrapper, ref.optim_wrapper.paramwise_cfg
+    assert ow.constructor == 'DATOptimWrapperConstructor'
+    assert ref_pw.custom_keys['backbone']['lr_mult'] == 0.1
+    head_keys = {k: v for k, v in _plain(ref_pw.custom_keys).items()
+                 if not k.startswith('backbone')
+                 and k not in ('absolute_pos_embed', 'relative_position_bias_table')}
+    assert set(head_keys) == (set() if dino else {'query_embed', 'query_feat', 'level_embed'})
+    table = dict(lr_mult=0.1, decay_mult=0.0)
+    assert _plain(ow.paramwise_cfg) == dict(
+        {'norm_decay_mult': ref_pw.norm_decay_mult} if 'norm_decay_mult' in ref_pw else {},
+        backbone_norm_decay_mult=0.0,
+        custom_keys=dict(head_keys, backbone=dict(lr_mult=0.1), rpe_table=table,
+                         relative_position_bias_table=table))
+
+
+@pytest.mark.parametrize('name', ['mmdet/dino_4scale_dat_t_pp_12e.py',
+                                  'mmdet/mask2former_dat_t_pp.py',
+                                  'mmseg/mask2former_dat_t_pp.py'])
+def test_head_config_optimiser_groups(name):
+    """The parameter groups the configs build: the backbone at lr x0.1, without weight decay on
+    its LayerNorms, `rpe_table` and `relative_position_bias_table` (its `rpb` decayed); the
+    head as its recipe: Mask2Former without decay on its norm layers and on query_embed /
+    query_feat / level_embed, DINO with decay on everything."""
+    from mmengine.optim import build_optim_wrapper
+    cfg = Config.fromfile(str(ROOT / 'configs' / name))
+    cfg.model.backbone.init_cfg = None
+    model = build_model(cfg)
+    assert cfg.optim_wrapper.type == 'OptimWrapper'  # fp32, as the recipes
+    optim = build_optim_wrapper(model, cfg.optim_wrapper)
+    group_of = {id(g['params'][0]): g for g in optim.optimizer.param_groups}
+    lr, wd = cfg.optim_wrapper.optimizer.lr, cfg.optim_wrapper.optimizer.weight_decay
+    mask2former = 'mask2former' in name
+    modules = dict(model.named_modules())
+    counts = dict(backbone_exempt=0, head_exempt=0, rpb=0)
+    for pname, p in model.named_parameters():
+        norm = isinstance(modules[pname.rpartition('.')[0]], NORM_LAYERS)
+        if pname.startswith('backbone.'):
+            expected_lr = 0.1 * lr
+            exempt = norm or pname.endswith(('.rpe_table', '.relative_position_bias_table'))
+            counts['backbone_exempt'] += exempt
+            counts['rpb'] += pname.endswith('.rpb')
+        else:
+            expected_lr = lr
+            exempt = mask2former and (norm or any(
+                key in pname for key in ('query_embed', 'query_feat', 'level_embed')))
+            counts['head_exempt'] += exempt
+        group = group_of[id(p)]
+        assert group['lr'] == pytest.approx(expected_lr), pname
+        assert group['weight_decay'] == (0.0 if exempt else pytest.approx(wd)), pname
+    assert len(group_of) == len(list(model.parameters()))
+    assert counts['backbone_exempt'] > 0 and counts['rpb'] > 0
+    assert (counts['head_exempt'] > 0) == mask2former
 
 
 # ---- weight decay rules -----------------------------------------------------------------

@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 # One config per base that defines a TTA (tests/test_recipe_table.py states the TTA of every
 # recipe config in the table it checks)
-SEG_CONFIGS = ('configs/mmseg/upernet_dat_t_pp.py', 'configs/mmseg/fpn_dat_b_pp.py')
+SEG_CONFIGS = ('configs/mmseg/upernet_dat_t_pp.py', 'configs/mmseg/fpn_dat_b_pp.py',
+               'configs/mmseg/mask2former_dat_t_pp.py')
 DET_CONFIGS = ('configs/mmdet/retinanet_dat_s_pp.py', 'configs/mmdet/mask_rcnn_dat_t_pp_1x.py',
                'configs/mmdet/cascade_dat_b_pp.py')
 CLS_CONFIGS = ('configs/mmpretrain/dat_t_pp_in1k.py', 'configs/mmpretrain/dat_b_pp_in1k_384.py',

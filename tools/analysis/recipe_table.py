@@ -23,10 +23,21 @@ COLUMNS = ('config', 'lr', 'total batch (per GPU x GPUs)', 'weight decay', 'no w
            'test scale', 'test-time augmentation (--tta)')
 
 
+# Heads the authors released no DAT++ model for (LeapLabTHU/DAT README, TODO: "DINO /
+# Mask2Former for system level DET/SEG"): configs named after them have no weights, no
+# published result and no model-index.yml entry.
+UNPUBLISHED_HEADS = ('dino_', 'mask2former_')
+
+
 def recipe_configs(root=ROOT):
     """Every recipe config: the leaf configs of configs/mmdet, mmseg and mmpretrain."""
     return [p for lib in ('mmdet', 'mmseg', 'mmpretrain')
             for p in sorted((Path(root) / 'configs' / lib).glob('*.py'))]
+
+
+def published_recipe_configs(root=ROOT):
+    """The recipe configs of the authors' published models (those with weights)."""
+    return [p for p in recipe_configs(root) if not p.name.startswith(UNPUBLISHED_HEADS)]
 
 
 def num(x):
@@ -67,9 +78,15 @@ def _span(n, unit):
     return f'{n // 1000}k {unit}' if unit == 'it' and n % 1000 == 0 else f'{n} {unit}'
 
 
+def _schedulers(cfg):
+    """param_scheduler as a list (a config may give a single scheduler as a dict)."""
+    schedulers = cfg.param_scheduler
+    return [schedulers] if isinstance(schedulers, dict) else list(schedulers)
+
+
 def schedule(cfg):
     n, unit = _length(cfg)
-    main = [s for s in cfg.param_scheduler if s.type != 'LinearLR']
+    main = [s for s in _schedulers(cfg) if s.type != 'LinearLR']
     parts = [_span(n, unit)]
     for s in main:
         if s.type == 'MultiStepLR':
@@ -85,7 +102,7 @@ def schedule(cfg):
 
 
 def warmup(cfg):
-    ramps = [s for s in cfg.param_scheduler if s.type == 'LinearLR']
+    ramps = [s for s in _schedulers(cfg) if s.type == 'LinearLR']
     if not ramps:
         return 'none'
     s = ramps[0]
@@ -94,7 +111,8 @@ def warmup(cfg):
 
 
 def _short_sides(scales):
-    sides = sorted({min(s) for s in scales})
+    # (w, h) pairs, or plain shorter-side lengths (mmseg's ResizeShortestEdge choices)
+    sides = sorted({min(s) if isinstance(s, (tuple, list)) else s for s in scales})
     if len(sides) <= 3:
         return '/'.join(str(s) for s in sides)
     return f'{sides[0]}-{sides[-1]}'
@@ -173,7 +191,9 @@ def tta(cfg):
     """The test-time augmentation of ``tools/test.py --tta``, in words: 'none' for a config
     without a tta_model / tta_pipeline."""
     if cfg.get('tta_model') is None or cfg.get('tta_pipeline') is None:
-        if (cfg.model.get('roi_head') or {}).get('mask_head') is not None:
+        masks = ((cfg.model.get('roi_head') or {}).get('mask_head') is not None
+                 or cfg.model.get('panoptic_head') is not None)  # Mask R-CNN's / Mask2Former's
+        if masks:
             return "none (mmdet's DetTTAModel merges no masks)"
         return 'none'
     parts = []
@@ -207,7 +227,11 @@ def row(path):
         name = str(path.relative_to(ROOT / 'configs'))
     except ValueError:
         name = str(path)
-    return [f'`{name}`', num(ow.optimizer.lr), f'{total} ({per_gpu} x {total // per_gpu})',
+    lr = num(ow.optimizer.lr)
+    backbone = ((ow.get('paramwise_cfg') or {}).get('custom_keys') or {}).get('backbone') or {}
+    if backbone.get('lr_mult', 1) != 1:
+        lr += f' (backbone x{num(backbone["lr_mult"])})'
+    return [f'`{name}`', lr, f'{total} ({per_gpu} x {total // per_gpu})',
             num(ow.optimizer.weight_decay), no_decay(ow.get('paramwise_cfg')), schedule(cfg),
             warmup(cfg), num(cfg.model.backbone.drop_path_rate),
             'fp16 (AMP)' if ow.type == 'AmpOptimWrapper' else 'fp32', augmentation(cfg),
