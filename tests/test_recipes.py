@@ -5,12 +5,8 @@ Accuracy), and tools/train.py --resume continues from the saved iteration.
 And a short run on the generated shapes learns: the loss falls and box AP rises clearly
 above the untrained model's.
 """
-import importlib.util
 import json
 import pickle
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +21,7 @@ from dat_mm.datasets import (generate_ade20k_shapes, generate_coco_shapes,
 
 from published_layout import published_state
 from small_configs import cls_config, det_config, load, quickstart_data, seg_config
+from tool_runs import logged_metrics, run_test_tool, train_tool
 
 pytestmark = pytest.mark.slow
 
@@ -38,14 +35,6 @@ class RecordTrainStartHook(Hook):
 
     def before_train(self, runner):
         TRAIN_STARTS.append((runner.epoch, runner.iter))
-
-
-def _train_tool():
-    spec = importlib.util.spec_from_file_location('dat_mm_train_tool',
-                                                  ROOT / 'tools' / 'train.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module')
@@ -73,16 +62,6 @@ CASES = {
 }
 
 
-def _metrics(log):
-    """``key: value`` pairs mmengine logs for the test epoch (progress lines included)."""
-    metrics = {}
-    for line in log.splitlines():
-        if re.search(r'(Epoch|Iter)\(test\)', line):
-            metrics.update((k, float(v)) for k, v in re.findall(r'([\w/]+): (-?[\d.]+)', line))
-    assert metrics, log[-3000:]
-    return metrics
-
-
 @pytest.mark.parametrize('name', sorted(CASES))
 def test_train_test_resume(name, data, tmp_path):
     config, dataset, kind, ckpt_name, keys = CASES[name]
@@ -98,7 +77,7 @@ def test_train_test_resume(name, data, tmp_path):
     override = tmp_path / f'{name}_small.py'
     cfg.dump(override)
     work = tmp_path / 'work'
-    tool = _train_tool()
+    tool = train_tool()
 
     # 1. train a few iterations with the real Runner, save a checkpoint
     runner = tool.main([str(override), '--work-dir', str(work)])
@@ -112,12 +91,9 @@ def test_train_test_resume(name, data, tmp_path):
     # 2. tools/test.py evaluates the checkpoint with the config's metric
     out = tmp_path / ('preds' if kind == 'seg' else 'preds.pkl')
     show = tmp_path / 'show'
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / 'tools' / 'test.py'), str(override), str(ckpt),
-         '--work-dir', str(tmp_path / 'test'), '--out', str(out), '--show-dir', str(show)],
-        capture_output=True, text=True, cwd=str(ROOT), timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    metrics = _metrics(proc.stdout + proc.stderr)
+    log = run_test_tool(override, ckpt, '--work-dir', tmp_path / 'test', '--out', out,
+                        '--show-dir', show)
+    metrics = logged_metrics(log)
     for key in keys:
         assert key in metrics, (key, metrics)
         assert -1.0 <= metrics[key] <= 100.0
@@ -133,12 +109,9 @@ def test_train_test_resume(name, data, tmp_path):
     # ImageNet model) give exactly the same predictions: converted on the fly on load
     published = _published_copy(ckpt, kind, tmp_path / 'published.pth')
     out_pub = tmp_path / ('preds_pub' if kind == 'seg' else 'preds_pub.pkl')
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / 'tools' / 'test.py'), str(override), str(published),
-         '--work-dir', str(tmp_path / 'test_pub'), '--out', str(out_pub)],
-        capture_output=True, text=True, cwd=str(ROOT), timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "published layout, converted on the fly" in proc.stdout + proc.stderr
+    log = run_test_tool(override, published, '--work-dir', tmp_path / 'test_pub',
+                        '--out', out_pub)
+    assert "published layout, converted on the fly" in log
     _assert_same_predictions(out, out_pub, kind)
 
     # 3. --resume continues from the saved iteration
@@ -216,7 +189,7 @@ def test_short_run_learns_on_generated_shapes(learn_data, tmp_path):
     cfg.model.neck.in_channels = [64, 128, 256, 512]
     override = tmp_path / 'learn.py'
     cfg.dump(override)
-    tool = _train_tool()
+    tool = train_tool()
     work = tmp_path / 'work'
     # untrained: the same initialisation, evaluated before any update
     runner = tool.main([str(override), '--work-dir', str(work / 'untrained'),
