@@ -134,10 +134,76 @@ def det_config(config, data_root, kind, size=96):
     return cfg
 
 
+def _scale_pipeline(pipeline, factor):
+    """Every scale and crop size of ``pipeline`` multiplied by ``factor``, in place."""
+    for transform in pipeline:
+        for name in ('scale', 'crop_size'):
+            if name in transform:
+                transform[name] = _scaled(transform[name], factor)
+
+
+def dino_config(config, data_root, size=96):
+    """A DINO recipe on a generated COCO-format set at ``data_root``: one epoch of 2-image
+    batches, ``size`` x ``size`` images (boxes only)."""
+    cfg = load(config)
+    quickstart_data(cfg, 'det', f'{data_root}/', size)
+    for key in LOADERS:
+        for transform in cfg[key].dataset.pipeline:
+            if transform.type == 'LoadAnnotations':
+                transform.with_mask = False
+    cfg.val_dataloader.batch_size = cfg.test_dataloader.batch_size = 1
+    model = cfg.model
+    model.backbone.init_cfg = None
+    model.bbox_head.num_classes = len(_quickstart('det').metainfo.classes)
+    # Two-stage DINO picks its queries as the top-k of the encoder's tokens; a 96x96 image has
+    # 12^2 + 6^2 + 3^2 + 2^2 = 193 of them at strides 8-64, fewer than the recipe's 900 queries
+    model.num_queries = 100
+    _few_iterations(cfg, ('max_epochs', 1), checkpoint_interval=1)
+    return cfg
+
+
+def mask2former_config(config, data_root, size=96):
+    """A Mask2Former recipe on generated data at ``data_root``: 2 iterations of 2-image batches.
+    mmdet (COCO instance segmentation): the recipe's large-scale-jitter pipeline with its
+    1024x1024 scale, crop and batch padding scaled to ``size`` x ``size`` (test: the
+    quickstart's); mmseg (ADE20K): as ``seg_config``, ``size`` x ``size`` crops.
+    The point-sampled mask losses use the recipe's number of points per mask scaled with the
+    image area (12544 at 1024x1024 / 512x512)."""
+    cfg = load(config)
+    if cfg.default_scope == 'mmseg':
+        cfg = _small_seg(cfg, data_root, size)
+        head = cfg.model.decode_head
+        recipe_size = cfg.crop_size[0]
+        head.train_cfg.num_points = round(head.train_cfg.num_points * (size / recipe_size) ** 2)
+        return cfg
+    recipe_train = copy.deepcopy(cfg.train_dataloader.dataset.pipeline)
+    recipe_size = cfg.image_size[0]
+    quickstart_data(cfg, 'det', f'{data_root}/', size)
+    _scale_pipeline(recipe_train, size / recipe_size)
+    cfg.train_dataloader.dataset.pipeline = recipe_train
+    for augment in cfg.model.data_preprocessor.batch_augments:
+        augment.size = (size, size)
+    cfg.val_dataloader.batch_size = cfg.test_dataloader.batch_size = 1
+
+    model = cfg.model
+    model.backbone.init_cfg = None
+    num_classes = len(_quickstart('det').metainfo.classes)
+    model.panoptic_head.update(num_things_classes=num_classes, num_stuff_classes=0)
+    model.panoptic_head.loss_cls.class_weight = [1.0] * num_classes + [0.1]
+    model.panoptic_fusion_head.update(num_things_classes=num_classes, num_stuff_classes=0)
+    model.train_cfg.num_points = round(model.train_cfg.num_points * (size / recipe_size) ** 2)
+    _few_iterations(cfg, ('max_iters', 2), checkpoint_interval=2)
+    cfg.randomness = dict(seed=0)  # the same jitter on every run
+    return cfg
+
+
 def seg_config(config, data_root, size=96):
     """A segmentation recipe on a generated ADE20K-format set at ``data_root``: 2 iterations
     of 2-image batches, ``size`` x ``size`` crops."""
-    cfg = load(config)
+    return _small_seg(load(config), data_root, size)
+
+
+def _small_seg(cfg, data_root, size):
     factor = quickstart_data(cfg, 'seg', str(data_root), size)
     cfg.model.data_preprocessor.size = _scaled(_quickstart('seg').crop_size, factor)
     cfg.model.backbone.init_cfg = None
