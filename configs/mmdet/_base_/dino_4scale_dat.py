@@ -4,7 +4,7 @@
 # stages the R50 4-scale model uses) and the ChannelMapper adds the fourth level (a stride-2 conv
 # on C5), as in the R50 recipe; num_feature_levels stays 4. (The Swin-L model is 5-scale: all
 # four stages plus one extra level.) Activation checkpointing on (with_cp=True), as in every
-# published DAT++ dense model and in mmdet's Swin-L DINO. Queries, encoder / decoder, denoising,
+# published DAT++ detector and in mmdet's Swin-L DINO. Queries, encoder / decoder, denoising,
 # losses, matching, data pipeline, AdamW (lr 1e-4, weight decay 1e-4, grad-norm clip 0.1),
 # 2 images x 8 GPUs and the 12-epoch schedule are the recipe's.
 _base_ = 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py'

@@ -3,8 +3,8 @@
 # mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco.py replaces it with Swin-T: all four stages
 # (strides 4..32) into the MSDeformAttn pixel decoder, which uses the last three and the
 # stride-4 map for the mask features. Activation checkpointing on (with_cp=True), as in every
-# published DAT++ dense model (mmdet's Swin recipe has it off): the 1024x1024 LSJ crops have the
-# pixel count of the DAT++ detection recipes' 1333x800 images. Pixel decoder, 9-layer
+# published DAT++ detector (mmdet's Swin recipe has it off): the 1024x1024 LSJ crops have about
+# the pixel count of the DAT++ detection recipes' 1333x800 images. Pixel decoder, 9-layer
 # transformer decoder, 100 queries, losses, point sampling, the LSJ pipeline (random resize
 # 0.1-2.0 of 1024x1024, 1024x1024 crop, flip; test 1333x800), AdamW (lr 1e-4, weight decay
 # 0.05, grad-norm clip 0.01), 2 images x 8 GPUs and 368750 iterations (lr x0.1 at 327778 and
