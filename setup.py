@@ -5,7 +5,8 @@ compatibility environment of requirements/compat.txt runs the model code's tests
 the exact versions of the project environment are pinned in requirements/constraints.txt
 (tools/install/setup_env.sh installs with ``-c`` that file). ``install_requires`` is what the
 model code needs (torch, numpy, mmengine); the task stack is the ``openmmlab`` extra (mmcv must
-be a build with ops, e.g. OpenMMLab's prebuilt wheels or tools/install/build_mmcv.sh).
+be a build with ops, e.g. OpenMMLab's prebuilt wheels or tools/install/build_mmcv.sh); ONNX export
+(tools/deployment/export_onnx.py) the ``onnx`` extra.
 
 Like mmdet and mmpretrain, the package carries its configs, tools and model index in
 ``dat_mm/.mim`` (copies in a wheel or sdist, links in an editable install), where ``mim`` and
@@ -87,6 +88,7 @@ setup(
     install_requires=read_requirements('runtime.txt'),
     extras_require={
         'openmmlab': read_requirements('openmmlab.txt'),
+        'onnx': read_requirements('onnx.txt'),
         'tests': read_requirements('tests.txt'),
     },
     zip_safe=False,
