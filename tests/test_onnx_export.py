@@ -184,6 +184,21 @@ def test_check_catches_a_graph_specialised_without_a_guard(tmp_path):
     assert not report.sizes[1].passed(report.tolerance) and not report.passed
 
 
+class NeedsDataSamples(torch.nn.Module):
+    """A head whose forward needs the images' metadata, as DINO's and Mask2Former's do."""
+
+    def forward(self, x, batch_data_samples=None):
+        return (x * batch_data_samples[0]['scale'],)
+
+
+def test_a_model_that_needs_data_samples_is_refused(tmp_path):
+    with pytest.raises(ExportError, match=r"whole does not run on an image tensor alone "
+                                          r"\(TypeError: 'NoneType' object is not subscriptable\)"
+                                          r".*images' metadata"):
+        export_onnx(NeedsDataSamples(), str(tmp_path / 'x.onnx'), component='whole',
+                    in_channels=2)
+
+
 def test_check_compares_shapes_and_scales_the_difference():
     ok = _compare('y', np.array([[1.0, 2.1, -4.0]], np.float32),
                   torch.tensor([[1.0, 2.0, -4.0]]))

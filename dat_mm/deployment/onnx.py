@@ -486,8 +486,16 @@ def export_onnx(module: nn.Module, path: str, *, where: str = 'model',
             raise ExportError(f'min_size must be (H, W) >= 1, got {min_size}')
         example_size = tuple(max(e, m) for e, m in zip(example_size, min_size))
     example = torch.randn(1, in_channels, *example_size)
-    with torch.no_grad():
-        outputs = module(example)
+    try:
+        with torch.no_grad():
+            outputs = module(example)
+    except Exception as err:  # noqa: BLE001 - any failure of the model's own code
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ''
+        cause = type(err).__name__ + (f': {first}' if first else '')
+        raise ExportError(
+            f'{where}: {component} does not run on an image tensor alone ({cause}); a model '
+            "whose tensor mode needs the images' metadata (data samples: image shapes, padding "
+            "masks) cannot be exported whole; export 'backbone' or 'backbone+neck'") from None
     if output_names is None or len(output_names) != len(outputs):
         prefix = 'neck' if component == 'backbone+neck' else 'output'
         output_names = [f'{prefix}{i}' for i in range(len(outputs))]
