@@ -74,16 +74,35 @@ def quickstart_data(cfg, task, data_root, size=None):
     for key in LOADERS:
         cfg[key] = loader = copy.deepcopy(quick[key])
         loader.dataset.data_root = data_root
-        for transform in loader.dataset.pipeline:
-            for name in ('scale', 'crop_size'):
-                if name in transform:
-                    transform[name] = _scaled(transform[name], factor)
+        _scale_pipeline(loader.dataset.pipeline, factor)
     cfg.data_root = data_root
     _rescale_tta(cfg, recipe_scale)
     if task == 'det':
         for key in ('val_evaluator', 'test_evaluator'):
             cfg[key].ann_file = data_root + cfg.val_dataloader.dataset.ann_file
     return factor
+
+
+def _scale_pipeline(pipeline, factor):
+    """Every scale and crop size of ``pipeline`` multiplied by ``factor``, in place."""
+    for transform in pipeline:
+        for name in ('scale', 'crop_size'):
+            if name in transform:
+                transform[name] = _scaled(transform[name], factor)
+
+
+def _small_det(cfg, data_root, size, masks):
+    """``cfg`` (a detection recipe) on the quickstart's loaders of the generated COCO-format
+    set at ``data_root`` (``size`` x ``size`` images), with or without mask annotations, test
+    batches of one image and no pretrained backbone. Returns ``cfg``."""
+    quickstart_data(cfg, 'det', f'{data_root}/', size)
+    for key in LOADERS:
+        for transform in cfg[key].dataset.pipeline:
+            if transform.type == 'LoadAnnotations':
+                transform.with_mask = masks
+    cfg.val_dataloader.batch_size = cfg.test_dataloader.batch_size = 1
+    cfg.model.backbone.init_cfg = None
+    return cfg
 
 
 def _few_iterations(cfg, length, checkpoint_interval):
@@ -100,18 +119,9 @@ def det_config(config, data_root, kind, size=96):
     """A detection recipe (``kind``: 'cascade', 'mask_rcnn' or 'retinanet') on a generated
     COCO-format set at ``data_root``: one epoch of 2-image batches, ``size`` x ``size``
     images."""
-    cfg = load(config)
+    cfg = _small_det(load(config), data_root, size, masks=kind != 'retinanet')
     quick = _quickstart('det')
-    quickstart_data(cfg, 'det', f'{data_root}/', size)
-    masks = kind != 'retinanet'
-    for key in LOADERS:
-        for transform in cfg[key].dataset.pipeline:
-            if transform.type == 'LoadAnnotations':
-                transform.with_mask = masks
-    cfg.val_dataloader.batch_size = cfg.test_dataloader.batch_size = 1
-
     model = cfg.model
-    model.backbone.init_cfg = None
     num_classes = len(quick.metainfo.classes)
     if kind == 'retinanet':
         model.bbox_head.num_classes = num_classes
@@ -134,26 +144,11 @@ def det_config(config, data_root, kind, size=96):
     return cfg
 
 
-def _scale_pipeline(pipeline, factor):
-    """Every scale and crop size of ``pipeline`` multiplied by ``factor``, in place."""
-    for transform in pipeline:
-        for name in ('scale', 'crop_size'):
-            if name in transform:
-                transform[name] = _scaled(transform[name], factor)
-
-
 def dino_config(config, data_root, size=96):
     """A DINO recipe on a generated COCO-format set at ``data_root``: one epoch of 2-image
     batches, ``size`` x ``size`` images (boxes only)."""
-    cfg = load(config)
-    quickstart_data(cfg, 'det', f'{data_root}/', size)
-    for key in LOADERS:
-        for transform in cfg[key].dataset.pipeline:
-            if transform.type == 'LoadAnnotations':
-                transform.with_mask = False
-    cfg.val_dataloader.batch_size = cfg.test_dataloader.batch_size = 1
+    cfg = _small_det(load(config), data_root, size, masks=False)
     model = cfg.model
-    model.backbone.init_cfg = None
     model.bbox_head.num_classes = len(_quickstart('det').metainfo.classes)
     # Two-stage DINO picks its queries as the top-k of the encoder's tokens; a 96x96 image has
     # 12^2 + 6^2 + 3^2 + 2^2 = 193 of them at strides 8-64, fewer than the recipe's 900 queries
@@ -178,15 +173,13 @@ def mask2former_config(config, data_root, size=96):
         return cfg
     recipe_train = copy.deepcopy(cfg.train_dataloader.dataset.pipeline)
     recipe_size = cfg.image_size[0]
-    quickstart_data(cfg, 'det', f'{data_root}/', size)
+    _small_det(cfg, data_root, size, masks=True)
     _scale_pipeline(recipe_train, size / recipe_size)
     cfg.train_dataloader.dataset.pipeline = recipe_train
     for augment in cfg.model.data_preprocessor.batch_augments:
         augment.size = (size, size)
-    cfg.val_dataloader.batch_size = cfg.test_dataloader.batch_size = 1
 
     model = cfg.model
-    model.backbone.init_cfg = None
     num_classes = len(_quickstart('det').metainfo.classes)
     model.panoptic_head.update(num_things_classes=num_classes, num_stuff_classes=0)
     model.panoptic_head.loss_cls.class_weight = [1.0] * num_classes + [0.1]
