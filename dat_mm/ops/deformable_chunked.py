@@ -223,9 +223,11 @@ class _Plan:
 
     def fused(self) -> bool:
         """Whether :meth:`attend` can compute the chunks: the CPU's fused attention kernel,
-        float32/float64 inputs (half inputs keep the float32 softmax of :meth:`probs`)."""
+        float32/float64 inputs (half inputs keep the float32 softmax of :meth:`probs`), no
+        empty dimension (the kernel divides by the batch and key counts: SIGFPE)."""
         return (_FLASH_CPU is not None and self.q.device.type == 'cpu'
-                and self.dt == self.acc and self.dt in (torch.float32, torch.float64))
+                and self.dt == self.acc and self.dt in (torch.float32, torch.float64)
+                and self.q.numel() > 0 and self.k.numel() > 0)
 
     def attend(self, m0, m1):
         """``softmax(scale q k^T + bias) v`` of queries ``m0:m1`` ``(h, B, Mc, c)`` through
