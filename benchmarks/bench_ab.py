@@ -19,7 +19,8 @@ import os
 import subprocess
 import sys
 
-from benchmarks.common import fmt_mib, fmt_ms, load_average, machine_info, median, table
+from benchmarks.common import (commit_of, fmt_mib, fmt_ms, load_average, machine_info, median,
+                               table)
 
 
 def run_worker(tree, case, model, repeats, threads):
@@ -34,14 +35,6 @@ def run_worker(tree, case, model, repeats, threads):
             return json.loads(line[7:])
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
     raise RuntimeError(f'{tree}: {case} {model}: exit {proc.returncode}: ' + ' / '.join(tail))
-
-
-def commit_of(tree):
-    try:
-        return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=tree,
-                              capture_output=True, text=True).stdout.strip() or '?'
-    except OSError:
-        return '?'
 
 
 def main():

@@ -21,7 +21,6 @@ import argparse
 import copy
 import datetime
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,29 +28,10 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.common import fmt_ms, load_average, machine_info, median, table
+from benchmarks.common import (commit_of, fmt_ms, load_average, machine_info, median, table,
+                               time_call)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO,
-                             capture_output=True, text=True)
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'dat_mm', 'benchmarks'],
-                               cwd=REPO, capture_output=True, text=True).stdout.strip()
-        return out.stdout.strip() + (' (dat_mm/ or benchmarks/ modified)' if dirty else '')
-    except OSError:
-        return '?'
-
-
-def timed(fn, repeats: int):
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return times
 
 
 def main(argv=None):
@@ -77,7 +57,8 @@ def main(argv=None):
                                         ort_session, parse_size, use_exportable_paths)
     h, w = parse_size(args.shape)
     print('# bench_onnx:', ' '.join(sys.argv[1:]) or '(defaults)')
-    print(f'date {datetime.date.today().isoformat()}, commit {commit()}')
+    print(f'date {datetime.date.today().isoformat()}, commit '
+          f'{commit_of(REPO, ("dat_mm", "benchmarks"))}')
     print(machine_info('cpu'))
     print(', '.join(f'{k} {v}' for k, v in onnx_versions().items()),
           f'; {threads} intra-op threads for torch and onnxruntime')
@@ -121,9 +102,8 @@ def main(argv=None):
     round_medians = {name: [] for name, _ in rows}
     for rnd in range(args.rounds):
         for name, fn in rows:
-            if rnd == 0:
-                fn()
-            ts = timed(fn, args.repeats)
+            # one untimed call per row before its first round
+            ts = time_call(fn, 'cpu', repeats=args.repeats, warmup=int(rnd == 0))
             times[name] += ts
             round_medians[name].append(median(ts))
         print(f'  round {rnd + 1}/{args.rounds}: ' + ', '.join(

@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import tempfile
 import time
 from typing import Callable, List, Sequence
@@ -142,3 +143,17 @@ def table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
     for r in rows:
         out.append('| ' + ' | '.join(str(c) for c in r) + ' |')
     return '\n'.join(out)
+
+
+def commit_of(tree: str, dirty_paths: Sequence[str] = ()) -> str:
+    """The short commit of the git checkout ``tree`` ('?' if none), with a remark when any of
+    ``dirty_paths`` (relative to ``tree``) has uncommitted changes."""
+    try:
+        head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=tree,
+                              capture_output=True, text=True).stdout.strip() or '?'
+        dirty = dirty_paths and subprocess.run(
+            ['git', 'status', '--porcelain', '--', *dirty_paths], cwd=tree,
+            capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return '?'
+    return head + (f' ({" or ".join(p + "/" for p in dirty_paths)} modified)' if dirty else '')

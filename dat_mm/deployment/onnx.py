@@ -192,6 +192,19 @@ def _require(*modules: str) -> None:
                           'are pinned in requirements/constraints.txt)')
 
 
+def _check_options(component: Optional[str] = None, opset: Optional[int] = None,
+                   tolerance: Optional[float] = None) -> None:
+    """An :class:`ExportError` for an unknown component, an opset the exporter does not
+    implement or a tolerance that is not positive (None: not checked)."""
+    if component is not None and component not in COMPONENTS:
+        raise ExportError(f'unknown component {component!r}; choose one of {COMPONENTS}')
+    if opset is not None and (not isinstance(opset, int) or opset < MIN_OPSET):
+        raise ExportError(f'opset {opset!r}: the torch.export-based exporter implements opset '
+                          f'{MIN_OPSET} and newer')
+    if tolerance is not None and not tolerance > 0:
+        raise ExportError(f'tolerance must be positive, got {tolerance!r}')
+
+
 def parse_size(text: str) -> Tuple[int, int]:
     """``'231x197'`` (height x width) or ``'224'`` (square) -> ``(H, W)``."""
     parts = text.lower().split('x')
@@ -247,10 +260,6 @@ def _is_two_stage_detector(model: nn.Module) -> bool:
     return any(c.__name__ == 'TwoStageDetector' for c in type(model).__mro__)
 
 
-def _is_classifier(model: nn.Module) -> bool:
-    return any(c.__name__ == 'ImageClassifier' for c in type(model).__mro__)
-
-
 def _kind(model: nn.Module) -> str:
     for cls in type(model).__mro__:
         if cls.__name__ == 'ImageClassifier':
@@ -263,7 +272,7 @@ def _kind(model: nn.Module) -> str:
 
 
 def default_component(model: nn.Module) -> str:
-    if _is_classifier(model):
+    if _kind(model) == 'classifier':
         return 'whole'
     return 'backbone+neck' if getattr(model, 'neck', None) is not None else 'backbone'
 
@@ -317,8 +326,7 @@ def component_module(model: nn.Module, component: Optional[str] = None, where: s
     an :class:`ExportError` naming ``where`` and the reason.
     """
     component = component or default_component(model)
-    if component not in COMPONENTS:
-        raise ExportError(f'unknown component {component!r}; choose one of {COMPONENTS}')
+    _check_options(component=component)
     find_backbone(model)
     kind = _kind(model)
     if component == 'backbone+neck' and getattr(model, 'neck', None) is None:
@@ -474,9 +482,7 @@ def export_onnx(module: nn.Module, path: str, *, where: str = 'model',
     one's range (from 1) does not hold. ``in_channels``: of the input (None: the module's DAT
     backbone's)."""
     _require('onnx', 'onnxscript')
-    if not isinstance(opset, int) or opset < MIN_OPSET:
-        raise ExportError(f'opset {opset!r}: the torch.export-based exporter implements opset '
-                          f'{MIN_OPSET} and newer')
+    _check_options(opset=opset)
     start = time.perf_counter()
     use_exportable_paths(module)
     module.eval()
@@ -570,8 +576,7 @@ def check_onnx(result: ExportResult, module: nn.Module,
 
     A size outside the range the export is valid for is an :class:`ExportError`, unless
     ``allow_outside_range`` (to show what the graph computes there)."""
-    if not tolerance > 0:
-        raise ExportError(f'tolerance must be positive, got {tolerance!r}')
+    _check_options(tolerance=tolerance)
     if not sizes:
         raise ExportError('no sizes to check')
     for size in sizes:
@@ -627,13 +632,7 @@ def export_config(config: str, checkpoint: Optional[str] = None, out: Optional[s
     export (the range is known only then); a bad size, component or opset is refused before
     anything is built. ``log`` receives progress lines."""
     _require('onnx', 'onnxscript', 'onnxruntime')
-    if component is not None and component not in COMPONENTS:
-        raise ExportError(f'unknown component {component!r}; choose one of {COMPONENTS}')
-    if not isinstance(opset, int) or opset < MIN_OPSET:
-        raise ExportError(f'opset {opset!r}: the torch.export-based exporter implements opset '
-                          f'{MIN_OPSET} and newer')
-    if not tolerance > 0:
-        raise ExportError(f'tolerance must be positive, got {tolerance!r}')
+    _check_options(component, opset, tolerance)
     sizes = [tuple(s) for s in sizes]
     if not sizes or any(len(s) != 2 or min(s) < 1 for s in sizes):
         raise ExportError(f'sizes must be (H, W) pairs of positive integers, got {sizes}')
