@@ -150,6 +150,20 @@ def test_tta_refused_for_instance_segmentation_and_configs_without_it(tmp_path):
         tool.main([str(path), str(tmp_path / 'none.pth'), '--tta'])
 
 
+def test_tta_refused_for_query_based_detectors():
+    """Mask2Former predicts masks from a ``panoptic_head`` (no ``mask_head`` key): refused for
+    the masks, like Mask R-CNN; DINO has no TTA settings: refused for those."""
+    for size in ('t', 's'):
+        cfg = load(f'configs/mmdet/mask2former_dat_{size}_pp.py')
+        with pytest.raises(ValueError, match=r'mask2former_dat_\w+\.py: --tta is not available '
+                                             r'for Mask2Former: it predicts masks'):
+            use_tta(cfg, 'mmdet')
+        cfg = load(f'configs/mmdet/dino_4scale_dat_{size}_pp_12e.py')
+        with pytest.raises(ValueError, match=r'dino_4scale_\w+\.py defines no tta_model and no '
+                                             r'tta_pipeline'):
+            use_tta(cfg, 'mmdet')
+
+
 def test_checkpoint_fit_check_sees_through_the_tta_wrapper():
     """SafeCheckpointHook checks the file against the model inside the TTA wrapper (whose own
     keys carry a ``module.`` prefix), still refusing one that does not fit."""

@@ -64,13 +64,22 @@ def set_work_dir(cfg: Config, config_path: str, work_dir: str = None) -> None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
-def _has_mask_head(node) -> bool:
+#: mmdet heads that predict masks without a ``mask_head`` key in the model config (mmdet 3.3).
+_MASK_HEADS = ('RTMDetInsHead', 'RTMDetInsSepBNHead')
+
+
+def _predicts_masks(node) -> bool:
+    """Whether an mmdet model config predicts masks: a ``mask_head`` anywhere (Mask R-CNN,
+    Cascade, SOLO, CondInst, YOLACT), a MaskFormer / Mask2Former ``panoptic_head``, or a
+    head in :data:`_MASK_HEADS`."""
     if isinstance(node, dict):
-        if node.get('mask_head') is not None:
+        if node.get('mask_head') is not None or node.get('panoptic_head') is not None:
             return True
-        return any(_has_mask_head(v) for v in node.values())
+        if node.get('type') in _MASK_HEADS:
+            return True
+        return any(_predicts_masks(v) for v in node.values())
     if isinstance(node, (list, tuple)):
-        return any(_has_mask_head(v) for v in node)
+        return any(_predicts_masks(v) for v in node)
     return False
 
 
@@ -81,14 +90,15 @@ def use_tta(cfg: Config, scope: str) -> None:
     data preprocessor it has without ``--tta``.
 
     Unlike those scripts this sets up no default: a config without ``tta_model`` or
-    ``tta_pipeline`` is an error naming it, and so is an mmdet model with a mask head, whose
-    masks mmdet 3.3's DetTTAModel cannot merge (it asserts on them after the first image).
+    ``tta_pipeline`` is an error naming it, and so is an mmdet model that predicts masks (Mask
+    R-CNN, Cascade, Mask2Former), which mmdet 3.3's DetTTAModel cannot merge (it asserts on
+    them after the first image).
     """
     where = cfg.filename or 'the config'
-    if scope == 'mmdet' and _has_mask_head(cfg.model):
+    if scope == 'mmdet' and _predicts_masks(cfg.model):
         raise ValueError(
             f'{where}: --tta is not available for {cfg.model.get("type")}: it predicts '
-            "instance masks, and mmdet 3.3's DetTTAModel merges boxes only (it fails on "
+            "masks, and mmdet 3.3's DetTTAModel merges boxes only (it fails on "
             'predictions with masks); evaluate without --tta')
     missing = [key for key in ('tta_model', 'tta_pipeline') if cfg.get(key) is None]
     if missing:
