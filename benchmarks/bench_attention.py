@@ -36,6 +36,10 @@ BACKENDS = {
                    ('chunked-grid', functools.partial(dmha_chunked, bias_method='grid'),
                     can_run_dmha_chunked)],
 }
+#: CPU only: the chunked path without ATen's fused CPU kernel in its forward chunks (on other
+#: devices the same as ``chunked``): what that kernel gains.
+CPU_ONLY = {'deformable': [('chunked-unfused', functools.partial(dmha_chunked, fused=False),
+                            can_run_dmha_chunked)]}
 
 
 def conv_out(n, k, s, p):
@@ -131,7 +135,8 @@ def main():
                                                  mode == 'fwdbwd')
                     results = {}
                     ref_vals = runner(BACKENDS[kind][0][1], inputs, kwargs, mode)()
-                    for name, fn, can_run in BACKENDS[kind]:
+                    extra = CPU_ONLY.get(kind, []) if args.device == 'cpu' else []
+                    for name, fn, can_run in BACKENDS[kind] + extra:
                         if can_run is not None and not can_run(*inputs, **kwargs):
                             print(f'  {kind} {name}: not run (run with DEBUG logging of '
                                   "'dat_mm.attention' for the reason)")

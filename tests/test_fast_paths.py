@@ -375,6 +375,29 @@ def test_dmha_chunked_no_grad_fused_equals_reference(case, bias_method, dtype, t
     _assert_all_close([fused, fused], [exp, grad_path.detach()], tol, ['reference', 'autograd'])
 
 
+def test_dmha_chunked_fused_override(monkeypatch):
+    """``fused=False`` keeps the explicit softmax (the reference's numbers, kernel never
+    called); ``fused=True`` where the kernel cannot run is an error saying why."""
+    flash = dmha_chunked_mod._FLASH_CPU
+    calls = []
+    if flash is not None:
+        monkeypatch.setattr(dmha_chunked_mod, '_FLASH_CPU',
+                            lambda *a, **kw: calls.append(1) or flash(*a, **kw))
+    q, k, v, pos, qc, rpe, scale = _dmha_inputs(*DM_CASES[0], torch.float64)
+    with torch.no_grad():
+        got = dmha_chunked(q, k, v, pos, qc, rpe, scale, chunk=10, fused=False)
+        exp = dmha_reference(q, k, v, pos, qc, rpe, scale)
+    assert not calls
+    _assert_all_close([got], [exp], 1e-12, ['out'])
+    # small autograd call: its probabilities are kept for the backward pass
+    with pytest.raises(ValueError, match=r'fused=True\).*(probabilities are kept|no fused CPU)'):
+        dmha_chunked(q, k, v, pos, qc, rpe, scale, fused=True)
+    with torch.no_grad(), pytest.raises(ValueError, match=r'(float32/float64 CPU|no fused CPU)'):
+        dmha_chunked(*(t.half() for t in (q, k, v, pos, qc, rpe)), scale, fused=True)
+    with pytest.raises(ValueError, match="fused must be True, False or None, got 'yes'"):
+        dmha_chunked(q, k, v, pos, qc, rpe, scale, fused='yes')
+
+
 def test_dmha_chunked_rejects_double_backward():
     q, k, v, pos, qc, rpe, scale = _dmha_inputs(1, 2, 1, 4, 5, 2, 2, 4, (3, 3), torch.float64)
     out = dmha_chunked(q, k, v, pos, qc, rpe, scale)

@@ -238,7 +238,23 @@ class _Plan:
                           scale=self.scale)[0]
 
 
-def _forward(plan: _Plan, keep_probs: bool):
+def _use_fused(plan: _Plan, keep_probs: bool, fused: Optional[bool]) -> bool:
+    """Whether the forward chunks go through ATen's fused kernel: ``fused=None`` where it
+    can (no probabilities kept, :meth:`_Plan.fused`), ``False`` never, ``True`` required (a
+    ``ValueError`` saying why it cannot)."""
+    if fused not in (None, True, False):
+        raise ValueError(f'fused must be True, False or None, got {fused!r}')
+    can = not keep_probs and plan.fused()
+    if fused and not can:
+        why = ('this torch has no fused CPU attention kernel' if _FLASH_CPU is None else
+               'the probabilities are kept for the backward pass' if keep_probs else
+               f'it takes float32/float64 CPU tensors without empty dimensions, got '
+               f'{plan.dt} on {plan.q.device.type} with q {tuple(plan.q.shape)}')
+        raise ValueError(f'dmha_chunked(fused=True): the fused kernel cannot run this call: {why}')
+    return can if fused is None else fused
+
+
+def _forward(plan: _Plan, keep_probs: bool, fused: Optional[bool] = None):
     B, nh, M, c = plan.B, plan.nh, plan.M, plan.c
     # The output's memory follows the queries' so that the module's merge of heads back to a
     # map is free: (B, heads, c, M) for NCHW maps, (B, M, heads, c) for channels_last ones.
@@ -248,7 +264,7 @@ def _forward(plan: _Plan, keep_probs: bool):
         out = torch.empty(B, nh, c, M, dtype=plan.dt, device=plan.q.device).transpose(-1, -2)
     out_hb = out.transpose(0, 1)
     kept = []
-    fused = not keep_probs and plan.fused()
+    fused = _use_fused(plan, keep_probs, fused)
     for m0, m1 in plan.chunks():
         if fused:
             out_hb[:, :, m0:m1] = plan.attend(m0, m1)
@@ -264,14 +280,14 @@ def _forward(plan: _Plan, keep_probs: bool):
 class _DMHAChunked(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, q, k, v, pos, q_coords, rpe_table, scale, chunk, bias_method):
+    def forward(ctx, q, k, v, pos, q_coords, rpe_table, scale, chunk, bias_method, fused):
         with torch.autocast(q.device.type, enabled=False):
             plan = _Plan(q, k, v, pos, q_coords, rpe_table, scale, chunk, bias_method)
             # kept per chunk: the probabilities and the bias's saved tensor (the separable
             # bias's y-slope, or the sampling grid)
             bias_saved = 0 if not plan.use_bias else plan.nh if plan.sep else 2 * plan.g
             nbytes = 4 * plan.B * plan.M * plan.Ns * (plan.nh + bias_saved)
-            out, kept = _forward(plan, keep_probs=nbytes <= SAVE_PROBS_BYTES)
+            out, kept = _forward(plan, keep_probs=nbytes <= SAVE_PROBS_BYTES, fused=fused)
         ctx.plan_args = (scale, chunk, bias_method)
         ctx.dtypes = (q.dtype, k.dtype, v.dtype, pos.dtype,
                       None if rpe_table is None else rpe_table.dtype)
@@ -320,7 +336,7 @@ class _DMHAChunked(torch.autograd.Function):
                     plan.bias_chunk_backward(m0, m1, ds, saved, need_table, need_pos)
             del kept, flat_kept
             dtypes = ctx.dtypes
-            grads = [None] * 9
+            grads = [None] * 10
             if need_q:
                 grads[0] = (dq * scale).transpose(0, 1).to(dtypes[0])
             if need_k:
@@ -337,21 +353,25 @@ class _DMHAChunked(torch.autograd.Function):
 
 
 def dmha_chunked(q, k, v, pos, q_coords, rpe_table, scale: float, chunk: int = None,
-                 bias_method: Optional[str] = None):
+                 bias_method: Optional[str] = None, fused: Optional[bool] = None):
     """The result of ``dmha_reference`` (no dropout, no probabilities).
 
     ``chunk``: queries per chunk (default: :data:`CHUNK_ELEMS` logits per chunk; whole query
     rows with the separable bias). ``bias_method``: ``'separable'`` (queries on a grid, see
     :mod:`.deformable_bias_separable`), ``'grid'`` (one ``grid_sample`` per chunk, any query
     coordinates) or None: separable where the queries form a grid at least as wide as the
-    table, else grid.
+    table, else grid. ``fused``: the forward chunks through ATen's fused CPU attention kernel
+    (None: wherever it can run, i.e. CPU float32/float64 calls that keep no probabilities for
+    the backward pass; False: never, the explicit softmax of :meth:`_Plan.probs`; True:
+    required, a ``ValueError`` naming why where it cannot run).
     """
     tensors = (q, k, v, pos, rpe_table)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return _DMHAChunked.apply(q, k, v, pos, q_coords, rpe_table, scale, chunk, bias_method)
+        return _DMHAChunked.apply(q, k, v, pos, q_coords, rpe_table, scale, chunk, bias_method,
+                                  fused)
     with torch.autocast(q.device.type, enabled=False):
         plan = _Plan(q, k, v, pos, q_coords, rpe_table, scale, chunk, bias_method)
-        return _forward(plan, keep_probs=False)[0]
+        return _forward(plan, keep_probs=False, fused=fused)[0]
 
 
 def can_run_dmha_chunked(q, k, v, pos, q_coords, rpe_table, scale=None, attn_drop: float = 0.0,
