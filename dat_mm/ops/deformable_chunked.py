@@ -35,6 +35,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .autocast import autocast_off
 from .choice import common_refusal, refuse
 from .deformable_bias_separable import SeparableBias, tensor_grid, worthwhile
 
@@ -281,7 +282,7 @@ class _DMHAChunked(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, pos, q_coords, rpe_table, scale, chunk, bias_method, fused):
-        with torch.autocast(q.device.type, enabled=False):
+        with autocast_off(q):
             plan = _Plan(q, k, v, pos, q_coords, rpe_table, scale, chunk, bias_method)
             # kept per chunk: the probabilities and the bias's saved tensor (the separable
             # bias's y-slope, or the sampling grid)
@@ -305,7 +306,7 @@ class _DMHAChunked(torch.autograd.Function):
         kept = list(zip(flat_kept[0::2], flat_kept[1::2]))
         scale, chunk, bias_method = ctx.plan_args
         need_q, need_k, need_v, need_pos, _, need_table = ctx.needs_input_grad[:6]
-        with torch.autocast(q.device.type, enabled=False):
+        with autocast_off(q):
             plan = _Plan(q, k, v, pos, q_coords, rpe_table, scale, chunk, bias_method)
             dt, f32 = plan.dt, plan.acc
             # D_i = sum_j P_ij dP_ij = <dout_i, out_i>
@@ -369,7 +370,7 @@ def dmha_chunked(q, k, v, pos, q_coords, rpe_table, scale: float, chunk: int = N
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         return _DMHAChunked.apply(q, k, v, pos, q_coords, rpe_table, scale, chunk, bias_method,
                                   fused)
-    with torch.autocast(q.device.type, enabled=False):
+    with autocast_off(q):
         plan = _Plan(q, k, v, pos, q_coords, rpe_table, scale, chunk, bias_method)
         return _forward(plan, keep_probs=False, fused=fused)[0]
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .gelu_conv1x1 import autocast_enabled
+from .autocast import autocast_enabled
 
 _EXACT_DTYPES = (torch.float32, torch.float64)
 

@@ -21,15 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-
-def autocast_enabled(t: torch.Tensor) -> bool:
-    """Whether autocast is on for ``t``'s device (``meta`` and others without autocast: no)."""
-    dev = t.device.type
-    if hasattr(torch.amp, 'is_autocast_available'):  # torch >= 2.4: one API for every device
-        return torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev)
-    if dev == 'cpu':
-        return torch.is_autocast_cpu_enabled()
-    return dev == 'cuda' and torch.is_autocast_enabled()
+from .autocast import autocast_enabled
 
 
 def _nhwc(*ts):

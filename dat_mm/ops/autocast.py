@@ -1,0 +1,22 @@
+"""Autocast state of a tensor's device, for the ops that fix their own dtypes."""
+import contextlib
+
+import torch
+
+
+def autocast_enabled(t: torch.Tensor) -> bool:
+    """Whether autocast is on for ``t``'s device (``meta`` and others without autocast: no)."""
+    dev = t.device.type
+    if hasattr(torch.amp, 'is_autocast_available'):  # torch >= 2.4: one API for every device
+        return torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev)
+    if dev == 'cpu':
+        return torch.is_autocast_cpu_enabled()
+    return dev == 'cuda' and torch.is_autocast_enabled()
+
+
+def autocast_off(t: torch.Tensor):
+    """A context without autocast on ``t``'s device (nothing to do where it is off, which
+    includes devices without autocast such as ``meta``)."""
+    if autocast_enabled(t):
+        return torch.autocast(t.device.type, enabled=False)
+    return contextlib.nullcontext()
