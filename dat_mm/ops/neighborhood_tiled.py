@@ -31,6 +31,7 @@ from typing import List, Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
+from .autocast import autocast_off
 from .choice import common_refusal, refuse
 
 #: Candidate query tile edges, per axis (any value >= 1 is exact; tiles may be rectangular).
@@ -146,32 +147,6 @@ class _MapPlan:
         return mask
 
 
-class _AddRunBias(torch.autograd.Function):
-    """``logits[:, :, run tiles] += pattern`` for every run, in place; the backward passes the
-    gradient through and reduces it per pattern (autograd's own in-place-on-view handling
-    would copy the whole logits gradient once per run)."""
-
-    @staticmethod
-    def forward(ctx, logits, patterns, runs):
-        for ys, ye, xs, xe, pid in runs:
-            logits[:, :, ys:ye, xs:xe] += patterns[None, :, pid, None, None]
-        ctx.mark_dirty(logits)
-        ctx.runs = runs
-        ctx.shape = patterns.shape
-        return logits
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        d_patterns = None
-        if ctx.needs_input_grad[1]:
-            d_patterns = grad.new_zeros(ctx.shape)
-            for ys, ye, xs, xe, pid in ctx.runs:
-                # batch first, then tiles: 7x faster than one sum over dims (0, 2, 3)
-                d_patterns[:, pid] += grad[:, :, ys:ye, xs:xe].sum(0).sum((1, 2))
-        return grad, d_patterns, None
-
-
 _PLANS = {}
 
 
@@ -196,6 +171,96 @@ def choose_tile(H: int, W: int, ks: int) -> Tuple[int, int]:
     return min(((ty, tx) for ty in TILE_CANDIDATES for tx in TILE_CANDIDATES), key=cost)
 
 
+def _gather(plan: _MapPlan, q, k, v, dtype):
+    """Queries and halo keys/values in tile order ``(B, nh, ny, nx, L or S, c)``: one gather
+    each from the ``(B, nh, H*W, c)`` views; explicit sizes (not -1) so that empty batches
+    reshape."""
+    B, nh, H, W, c = q.shape
+    ny, nx = plan.py.n_tiles, plan.px.n_tiles
+    L, S = plan.py.tq * plan.px.tq, plan.py.halo * plan.px.halo
+    qt = q.to(dtype).flatten(2, 3).index_select(2, plan.q_idx).view(B, nh, ny, nx, L, c)
+    kt = k.to(dtype).flatten(2, 3).index_select(2, plan.k_idx).view(B, nh, ny, nx, S, c)
+    vt = v.to(dtype).flatten(2, 3).index_select(2, plan.k_idx).view(B, nh, ny, nx, S, c)
+    return qt, kt, vt
+
+
+def _probs(plan: _MapPlan, qt, kt, patterns):
+    """Softmax over each tile's halo keys of ``q k^T`` plus the bias/mask patterns, in
+    ``patterns``' dtype (float32 for half inputs)."""
+    logits = torch.matmul(qt, kt.transpose(-1, -2)).to(patterns.dtype)
+    for ys, ye, xs, xe, pid in plan.runs:
+        logits[:, :, ys:ye, xs:xe] += patterns[None, :, pid, None, None]
+    return logits.softmax(dim=-1)
+
+
+class _TiledNA(torch.autograd.Function):
+    """The tiles' attention with a backward pass that recomputes it.
+
+    Saves the ``q``, ``k``, ``v`` maps (views of the block's qkv projection) instead of what
+    autograd would keep through plain ops: the gathered halo keys and values (each
+    ``(Ty + k - 1)(Tx + k - 1) / (Ty Tx)`` times a map: ~4.6x for 4x7 tiles) and the
+    probabilities over every halo key (~2.7 maps of 32-channel heads at ``k = 7``). The
+    backward pass gathers the tiles again and recomputes the probabilities (one more ``q k^T``
+    and softmax per call), then applies the softmax-attention gradient formulas; the tile
+    gradients of ``q``, ``k``, ``v`` go back to the maps by ``index_add`` (halo keys shared by
+    neighbouring tiles sum).
+
+    Returns the tile-ordered output ``(B, nh, ny, nx, L, c)`` in ``q``'s dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, patterns, plan):
+        with autocast_off(q):
+            qt, kt, vt = _gather(plan, q, k, v, q.dtype)
+            out = torch.matmul(_probs(plan, qt, kt, patterns).to(q.dtype), vt)
+        ctx.save_for_backward(q, k, v, patterns)
+        ctx.plan = plan
+        ctx.dtypes = (q.dtype, k.dtype, v.dtype)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout):
+        q, k, v, patterns = ctx.saved_tensors
+        plan = ctx.plan
+        need_q, need_k, need_v, need_pat = ctx.needs_input_grad[:4]
+        dt = q.dtype
+        with autocast_off(q):
+            qt, kt, vt = _gather(plan, q, k, v, dt)
+            p = _probs(plan, qt, kt, patterns)                  # (B, nh, ny, nx, L, S)
+            dout = dout.to(dt)
+            dq = dk = dv = d_pat = None
+            if need_v:
+                dv = _scatter(plan.k_idx, torch.matmul(p.to(dt).transpose(-1, -2), dout),
+                              v.shape, ctx.dtypes[2])
+            ds = torch.matmul(dout, vt.transpose(-1, -2)).to(p.dtype)
+            del vt
+            # dS = P * (dP - sum_j P_j dP_j)
+            ds = ds.sub_((ds * p).sum(-1, keepdim=True)).mul_(p)
+            del p
+            if need_pat:
+                d_pat = torch.zeros_like(patterns)
+                for ys, ye, xs, xe, pid in plan.runs:
+                    # batch first, then tiles: faster than one sum over dims (0, 2, 3)
+                    d_pat[:, pid] += ds[:, :, ys:ye, xs:xe].sum(0).sum((1, 2))
+            ds = ds.to(dt)
+            if need_q:
+                dq = _scatter(plan.q_idx, torch.matmul(ds, kt), q.shape, ctx.dtypes[0])
+            if need_k:
+                dk = _scatter(plan.k_idx, torch.matmul(ds.transpose(-1, -2), qt), k.shape,
+                              ctx.dtypes[1])
+        return dq, dk, dv, d_pat, None
+
+
+def _scatter(idx, tiles, shape, dtype):
+    """Sum tile-ordered ``(B, nh, ny, nx, n, c)`` gradients back onto the ``(B, nh, H, W, c)``
+    map whose flat positions ``idx`` they were gathered from."""
+    B, nh, H, W, c = shape
+    out = tiles.new_zeros(B, nh, H * W, c)
+    out.index_add_(2, idx, tiles.reshape(B, nh, idx.numel(), c))
+    return out.view(B, nh, H, W, c).to(dtype)
+
+
 def na2d_tiled(q, k, v, rpb, kernel_size: int, tile: Union[int, Tuple[int, int]] = None):
     """Neighbourhood attention by query tiles; the result of ``na2d_reference`` (no dropout,
     no probabilities).
@@ -205,30 +270,25 @@ def na2d_tiled(q, k, v, rpb, kernel_size: int, tile: Union[int, Tuple[int, int]]
     Without autograd (inference) the tiles go through ``scaled_dot_product_attention`` with the
     per-tile bias/mask as ``attn_mask`` (fused kernels on CPU and GPU). With autograd, and for
     empty inputs, the logits are explicit (``rpb`` needs the gradient of the mask, which fused
-    kernels do not give); the matmuls run in ``q``'s dtype, the softmax in float32 for half
-    types. A batch of 0 returns the reference's empty result (and zero gradients).
+    kernels do not give) in :class:`_TiledNA`, which keeps only the maps for the backward pass
+    and recomputes the tiles' probabilities there. The matmuls run in ``q``'s dtype (autocast
+    does not change it: under autocast the block's projections already return half maps), the
+    softmax in float32 for half types. A batch of 0 returns the reference's empty result (and
+    zero gradients).
     """
     B, nh, H, W, c = q.shape
     plan = map_plan(H, W, kernel_size, tile or choose_tile(H, W, kernel_size), q.device)
     ny, nx = plan.py.n_tiles, plan.px.n_tiles
-    # Queries and halo keys per tile; explicit sizes (not -1) so that empty batches reshape.
     L, S = plan.py.tq * plan.px.tq, plan.py.halo * plan.px.halo
-    # One gather each: (B, nh, H*W, c) views -> tile order (B, nh, ny, nx, L or S, c).
-    qt = q.flatten(2, 3).index_select(2, plan.q_idx).view(B, nh, ny, nx, L, c)
-    kt = k.to(q.dtype).flatten(2, 3).index_select(2, plan.k_idx).view(B, nh, ny, nx, S, c)
-    vt = v.to(q.dtype).flatten(2, 3).index_select(2, plan.k_idx).view(B, nh, ny, nx, S, c)
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (q, k, v, rpb))
     # Empty inputs (a batch of 0) take the explicit path too: some fused SDPA kernels on GPU
     # reject a batch of 0, plain matmuls return the empty result.
-    if needs_grad or qt.numel() == 0:
-        logits = torch.matmul(qt, kt.transpose(-1, -2))
-        if logits.dtype in (torch.float16, torch.bfloat16):
-            logits = logits.float()
-        logits = _AddRunBias.apply(logits, plan.patterns(rpb, nh, logits.dtype), plan.runs)
-        attn = logits.softmax(dim=-1).to(vt.dtype)
-        out = torch.matmul(attn, vt)
+    if needs_grad or q.numel() == 0:
+        acc = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+        out = _TiledNA.apply(q, k, v, plan.patterns(rpb, nh, acc), plan)
     else:
+        qt, kt, vt = _gather(plan, q, k, v, q.dtype)
         mask = plan.full_mask(plan.patterns(rpb, nh, q.dtype)).view(1, nh * ny * nx, L, S)
         out = F.scaled_dot_product_attention(
             qt.view(B, nh * ny * nx, L, c), kt.view(B, nh * ny * nx, S, c),
