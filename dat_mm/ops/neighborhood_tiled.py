@@ -148,6 +148,7 @@ class _MapPlan:
 
 
 _PLANS = {}
+_HALF = (torch.float16, torch.bfloat16)
 
 
 def map_plan(H: int, W: int, ks: int, tile, device) -> _MapPlan:
@@ -193,27 +194,52 @@ def _probs(plan: _MapPlan, qt, kt, patterns):
     return logits.softmax(dim=-1)
 
 
+def _attend(plan: _MapPlan, q, k, v, patterns, explicit: bool = False):
+    """The attention of every tile, in map order ``(B, nh, H, W, c)`` (a view of a
+    ``(B, H, W, nh, c)`` tensor, so that the caller's merge of heads is free). Through
+    ``scaled_dot_product_attention`` with each tile's bias/mask as ``attn_mask`` (fused kernels
+    on CPU and GPU), or with explicit logits and softmax in ``patterns``' dtype: where asked,
+    and for empty inputs (some fused GPU kernels reject a batch of 0)."""
+    B, nh, H, W, c = q.shape
+    ny, nx = plan.py.n_tiles, plan.px.n_tiles
+    L, S = plan.py.tq * plan.px.tq, plan.py.halo * plan.px.halo
+    qt, kt, vt = _gather(plan, q, k, v, q.dtype)
+    if explicit or q.numel() == 0:
+        out = torch.matmul(_probs(plan, qt, kt, patterns).to(q.dtype), vt)
+    else:
+        mask = plan.full_mask(patterns.to(q.dtype)).view(1, nh * ny * nx, L, S)
+        out = F.scaled_dot_product_attention(
+            qt.view(B, nh * ny * nx, L, c), kt.view(B, nh * ny * nx, S, c),
+            vt.view(B, nh * ny * nx, S, c), attn_mask=mask, scale=1.0)
+    out = out.reshape(B, nh, ny * nx * L, c)
+    # Back to map order, laid out (B, H, W, nh, c).
+    out = out.transpose(1, 2).index_select(1, plan.slot).view(B, H, W, nh, c)
+    return out.permute(0, 3, 1, 2, 4)
+
+
 class _TiledNA(torch.autograd.Function):
-    """The tiles' attention with a backward pass that recomputes it.
+    """Tiled neighbourhood attention with a backward pass that recomputes the tiles.
 
-    Saves the ``q``, ``k``, ``v`` maps (views of the block's qkv projection) instead of what
-    autograd would keep through plain ops: the gathered halo keys and values (each
-    ``(Ty + k - 1)(Tx + k - 1) / (Ty Tx)`` times a map: ~4.6x for 4x7 tiles) and the
-    probabilities over every halo key (~2.7 maps of 32-channel heads at ``k = 7``). The
-    backward pass gathers the tiles again and recomputes the probabilities (one more ``q k^T``
-    and softmax per call), then applies the softmax-attention gradient formulas; the tile
-    gradients of ``q``, ``k``, ``v`` go back to the maps by ``index_add`` (halo keys shared by
-    neighbouring tiles sum).
-
-    Returns the tile-ordered output ``(B, nh, ny, nx, L, c)`` in ``q``'s dtype.
+    The forward pass is the inference computation (:func:`_attend`; for half inputs the
+    explicit one, whose float32 softmax and bias the backward pass recomputes exactly, rather
+    than a fused kernel given the bias rounded to the half type). For the backward pass it
+    keeps the ``q``, ``k``, ``v`` maps (views of the block's qkv projection) and the output
+    (the storage the block's output projection keeps anyway), not what plain autograd ops
+    would keep: the gathered halo keys and values (each ``(Ty + k - 1)(Tx + k - 1) / (Ty Tx)``
+    times a map, ~4.6x for 4x7 tiles) and the probabilities over every halo key (~2.7 maps of
+    32-channel heads at ``k = 7``). The backward pass gathers the tiles again, recomputes the
+    probabilities ``P`` (one more ``q k^T`` and softmax), and applies the softmax-attention
+    gradient ``dS = P (dP - D)`` with ``D = <dout, out>`` per query (``sum_j P_j dP_j`` for
+    half inputs, whose ``out`` is rounded); the tile gradients of
+    ``q``, ``k``, ``v`` go back to the maps by ``index_add`` (halo keys shared by neighbouring
+    tiles sum), those of the patterns to ``rpb`` through autograd.
     """
 
     @staticmethod
     def forward(ctx, q, k, v, patterns, plan):
         with autocast_off(q):
-            qt, kt, vt = _gather(plan, q, k, v, q.dtype)
-            out = torch.matmul(_probs(plan, qt, kt, patterns).to(q.dtype), vt)
-        ctx.save_for_backward(q, k, v, patterns)
+            out = _attend(plan, q, k, v, patterns, explicit=q.dtype in _HALF)
+        ctx.save_for_backward(q, k, v, patterns, out)
         ctx.plan = plan
         ctx.dtypes = (q.dtype, k.dtype, v.dtype)
         return out
@@ -221,22 +247,33 @@ class _TiledNA(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dout):
-        q, k, v, patterns = ctx.saved_tensors
+        q, k, v, patterns, out = ctx.saved_tensors
         plan = ctx.plan
         need_q, need_k, need_v, need_pat = ctx.needs_input_grad[:4]
-        dt = q.dtype
+        B, nh, H, W, c = q.shape
+        dt, acc = q.dtype, patterns.dtype
+        ny, nx, L = plan.py.n_tiles, plan.px.n_tiles, plan.py.tq * plan.px.tq
         with autocast_off(q):
+            # dout into tile order, zero on the padding slots
+            do = dout.to(dt).reshape(B, nh, H * W, c)
+            do = do.new_zeros(B, nh, ny * nx * L, c).index_copy_(2, plan.slot, do)
+            do = do.view(B, nh, ny, nx, L, c)
+            delta = None
+            if dt not in _HALF:  # D = <dout, out> per query, in tile order like dout
+                delta = (dout * out).sum(-1).view(B, nh, H * W)
+                delta = delta.new_zeros(B, nh, ny * nx * L).index_copy_(2, plan.slot, delta)
+                delta = delta.view(B, nh, ny, nx, L, 1)
             qt, kt, vt = _gather(plan, q, k, v, dt)
             p = _probs(plan, qt, kt, patterns)                  # (B, nh, ny, nx, L, S)
-            dout = dout.to(dt)
             dq = dk = dv = d_pat = None
             if need_v:
-                dv = _scatter(plan.k_idx, torch.matmul(p.to(dt).transpose(-1, -2), dout),
+                dv = _scatter(plan.k_idx, torch.matmul(p.to(dt).transpose(-1, -2), do),
                               v.shape, ctx.dtypes[2])
-            ds = torch.matmul(dout, vt.transpose(-1, -2)).to(p.dtype)
+            ds = torch.matmul(do, vt.transpose(-1, -2)).to(acc)
             del vt
-            # dS = P * (dP - sum_j P_j dP_j)
-            ds = ds.sub_((ds * p).sum(-1, keepdim=True)).mul_(p)
+            if delta is None:
+                delta = (ds * p).sum(-1, keepdim=True)
+            ds = ds.sub_(delta).mul_(p)
             del p
             if need_pat:
                 d_pat = torch.zeros_like(patterns)
@@ -267,36 +304,23 @@ def na2d_tiled(q, k, v, rpb, kernel_size: int, tile: Union[int, Tuple[int, int]]
 
     ``tile``: query tile edge, or ``(Ty, Tx)`` (default: :func:`choose_tile`).
 
-    Without autograd (inference) the tiles go through ``scaled_dot_product_attention`` with the
-    per-tile bias/mask as ``attn_mask`` (fused kernels on CPU and GPU). With autograd, and for
-    empty inputs, the logits are explicit (``rpb`` needs the gradient of the mask, which fused
-    kernels do not give) in :class:`_TiledNA`, which keeps only the maps for the backward pass
-    and recomputes the tiles' probabilities there. The matmuls run in ``q``'s dtype (autocast
-    does not change it: under autocast the block's projections already return half maps), the
-    softmax in float32 for half types. A batch of 0 returns the reference's empty result (and
-    zero gradients).
+    The tiles go through ``scaled_dot_product_attention`` with the per-tile bias/mask as
+    ``attn_mask`` (fused kernels on CPU and GPU). With autograd, :class:`_TiledNA` keeps only
+    the maps and the output for the backward pass and recomputes the tiles' probabilities
+    there with explicit logits (``rpb`` needs the gradient of the mask, which fused kernels do
+    not give): the matmuls in ``q``'s dtype (autocast does not change it: under autocast the
+    block's projections already return half maps), the softmax in float32 for half types.
+    A batch of 0 returns the reference's empty result (and zero gradients).
     """
-    B, nh, H, W, c = q.shape
-    plan = map_plan(H, W, kernel_size, tile or choose_tile(H, W, kernel_size), q.device)
-    ny, nx = plan.py.n_tiles, plan.px.n_tiles
-    L, S = plan.py.tq * plan.px.tq, plan.py.halo * plan.px.halo
+    nh = q.shape[1]
+    plan = map_plan(q.shape[2], q.shape[3], kernel_size,
+                    tile or choose_tile(q.shape[2], q.shape[3], kernel_size), q.device)
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (q, k, v, rpb))
-    # Empty inputs (a batch of 0) take the explicit path too: some fused SDPA kernels on GPU
-    # reject a batch of 0, plain matmuls return the empty result.
-    if needs_grad or q.numel() == 0:
-        acc = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
-        out = _TiledNA.apply(q, k, v, plan.patterns(rpb, nh, acc), plan)
-    else:
-        qt, kt, vt = _gather(plan, q, k, v, q.dtype)
-        mask = plan.full_mask(plan.patterns(rpb, nh, q.dtype)).view(1, nh * ny * nx, L, S)
-        out = F.scaled_dot_product_attention(
-            qt.view(B, nh * ny * nx, L, c), kt.view(B, nh * ny * nx, S, c),
-            vt.view(B, nh * ny * nx, S, c), attn_mask=mask, scale=1.0)
-    out = out.reshape(B, nh, ny * nx * L, c)
-    # Back to map order, laid out (B, H, W, nh, c) so that the caller's merge of heads is free.
-    out = out.transpose(1, 2).index_select(1, plan.slot).view(B, H, W, nh, c)
-    return out.permute(0, 3, 1, 2, 4)
+    if needs_grad:
+        acc = torch.float32 if q.dtype in _HALF else q.dtype
+        return _TiledNA.apply(q, k, v, plan.patterns(rpb, nh, acc), plan)
+    return _attend(plan, q, k, v, plan.patterns(rpb, nh, q.dtype))
 
 
 def can_run_na2d_tiled(q, k, v, rpb, kernel_size, attn_drop: float = 0.0,
