@@ -20,6 +20,11 @@ nothing of the size of the logits is built for the bias.
 
 An axis not longer than ``T + k - 1`` is one tile (the whole axis is the halo).
 
+Training memory: the gathered halo keys and values and the probabilities over all halo keys
+are several times the size of the maps they come from, so the backward pass does not keep
+them; it gathers the tiles again from the kept ``q``, ``k``, ``v`` maps and recomputes the
+probabilities (:class:`_TiledNA`).
+
 Plans (index tables and bias patterns) are built on the host, explicitly, whatever the default
 device: they are small integer tables, and finding the distinct patterns compares them one by
 one (on a GPU each comparison would be a synchronisation). A map's plan is moved to the inputs'
