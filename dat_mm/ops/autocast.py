@@ -1,7 +1,16 @@
-"""Autocast state of a tensor's device, for the ops that fix their own dtypes."""
+"""Autocast state of a tensor's device, and the dtypes of half-precision work, for the ops
+that fix their own dtypes."""
 import contextlib
 
 import torch
+
+#: Half types: their matmuls run as given, their softmax and accumulations in float32.
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half inputs, else the inputs' own dtype."""
+    return torch.float32 if dtype in HALF_DTYPES else dtype
 
 
 def autocast_enabled(t: torch.Tensor) -> bool:

@@ -35,7 +35,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .autocast import autocast_off
+from .autocast import accumulation_dtype, autocast_off
 from .choice import common_refusal, refuse
 from .deformable_bias_separable import SeparableBias, tensor_grid, worthwhile
 
@@ -46,7 +46,6 @@ CHUNK_ELEMS = 1 << 21
 #: backward pass (classification sizes); above it they are recomputed chunk by chunk.
 SAVE_PROBS_BYTES = 32 << 20
 
-_HALF = (torch.float16, torch.bfloat16)
 #: ATen's fused CPU attention (torch >= 2.2): logits, bias, softmax and the weighted sum in
 #: one pass over query x key tiles that stay in cache; returns the output and log-sum-exp.
 _FLASH_CPU = getattr(torch.ops.aten, '_scaled_dot_product_flash_attention_for_cpu', None)
@@ -75,7 +74,7 @@ class _Plan:
         self.scale = scale
         self.dt = q.dtype
         # float32 for half inputs, else the inputs' own dtype (float64 stays exact).
-        self.acc = torch.float32 if q.dtype in _HALF else q.dtype
+        self.acc = accumulation_dtype(q.dtype)
         self.token_major = q.stride(-1) == 1 and M > 1 and c > 1
         # (h, B, *, c) contiguous copies (the size of the inputs, small next to the logits):
         # batched matmuls on the modules' strided views are several times slower

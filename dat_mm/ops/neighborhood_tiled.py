@@ -36,7 +36,7 @@ from typing import List, Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from .autocast import autocast_off
+from .autocast import HALF_DTYPES, accumulation_dtype, autocast_off
 from .choice import common_refusal, refuse
 
 #: Candidate query tile edges, per axis (any value >= 1 is exact; tiles may be rectangular).
@@ -153,7 +153,6 @@ class _MapPlan:
 
 
 _PLANS = {}
-_HALF = (torch.float16, torch.bfloat16)
 
 
 def map_plan(H: int, W: int, ks: int, tile, device) -> _MapPlan:
@@ -243,10 +242,9 @@ class _TiledNA(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, patterns, plan):
         with autocast_off(q):
-            out = _attend(plan, q, k, v, patterns, explicit=q.dtype in _HALF)
+            out = _attend(plan, q, k, v, patterns, explicit=q.dtype in HALF_DTYPES)
         ctx.save_for_backward(q, k, v, patterns, out)
         ctx.plan = plan
-        ctx.dtypes = (q.dtype, k.dtype, v.dtype)
         return out
 
     @staticmethod
@@ -255,25 +253,18 @@ class _TiledNA(torch.autograd.Function):
         q, k, v, patterns, out = ctx.saved_tensors
         plan = ctx.plan
         need_q, need_k, need_v, need_pat = ctx.needs_input_grad[:4]
-        B, nh, H, W, c = q.shape
         dt, acc = q.dtype, patterns.dtype
-        ny, nx, L = plan.py.n_tiles, plan.px.n_tiles, plan.py.tq * plan.px.tq
         with autocast_off(q):
-            # dout into tile order, zero on the padding slots
-            do = dout.to(dt).reshape(B, nh, H * W, c)
-            do = do.new_zeros(B, nh, ny * nx * L, c).index_copy_(2, plan.slot, do)
-            do = do.view(B, nh, ny, nx, L, c)
+            do = _to_tiles(plan, dout.to(dt))
             delta = None
-            if dt not in _HALF:  # D = <dout, out> per query, in tile order like dout
-                delta = (dout * out).sum(-1).view(B, nh, H * W)
-                delta = delta.new_zeros(B, nh, ny * nx * L).index_copy_(2, plan.slot, delta)
-                delta = delta.view(B, nh, ny, nx, L, 1)
+            if dt not in HALF_DTYPES:  # D = <dout, out> per query, in tile order like dout
+                delta = _to_tiles(plan, (dout * out).sum(-1, keepdim=True))
             qt, kt, vt = _gather(plan, q, k, v, dt)
             p = _probs(plan, qt, kt, patterns)                  # (B, nh, ny, nx, L, S)
             dq = dk = dv = d_pat = None
             if need_v:
                 dv = _scatter(plan.k_idx, torch.matmul(p.to(dt).transpose(-1, -2), do),
-                              v.shape, ctx.dtypes[2])
+                              v.shape, v.dtype)
             ds = torch.matmul(do, vt.transpose(-1, -2)).to(acc)
             del vt
             if delta is None:
@@ -287,11 +278,21 @@ class _TiledNA(torch.autograd.Function):
                     d_pat[:, pid] += ds[:, :, ys:ye, xs:xe].sum(0).sum((1, 2))
             ds = ds.to(dt)
             if need_q:
-                dq = _scatter(plan.q_idx, torch.matmul(ds, kt), q.shape, ctx.dtypes[0])
+                dq = _scatter(plan.q_idx, torch.matmul(ds, kt), q.shape, q.dtype)
             if need_k:
                 dk = _scatter(plan.k_idx, torch.matmul(ds.transpose(-1, -2), qt), k.shape,
-                              ctx.dtypes[1])
+                              k.dtype)
         return dq, dk, dv, d_pat, None
+
+
+def _to_tiles(plan: _MapPlan, x):
+    """A ``(B, nh, H, W, n)`` map in tile order ``(B, nh, ny, nx, L, n)``, zero on the
+    padding slots (the backward of the forward's return to map order)."""
+    B, nh, H, W, n = x.shape
+    ny, nx, L = plan.py.n_tiles, plan.px.n_tiles, plan.py.tq * plan.px.tq
+    tiles = x.new_zeros(B, nh, ny * nx * L, n)
+    tiles.index_copy_(2, plan.slot, x.reshape(B, nh, H * W, n))
+    return tiles.view(B, nh, ny, nx, L, n)
 
 
 def _scatter(idx, tiles, shape, dtype):
@@ -323,8 +324,8 @@ def na2d_tiled(q, k, v, rpb, kernel_size: int, tile: Union[int, Tuple[int, int]]
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (q, k, v, rpb))
     if needs_grad:
-        acc = torch.float32 if q.dtype in _HALF else q.dtype
-        return _TiledNA.apply(q, k, v, plan.patterns(rpb, nh, acc), plan)
+        return _TiledNA.apply(q, k, v, plan.patterns(rpb, nh, accumulation_dtype(q.dtype)),
+                              plan)
     return _attend(plan, q, k, v, plan.patterns(rpb, nh, q.dtype))
 
 
